@@ -1,0 +1,1 @@
+//! Pod lifecycle: pod workers, CRI translation, relist, status.
