@@ -3,5 +3,9 @@ pub mod agent;
 pub mod controlplane;
 pub mod cri;
 pub mod pki;
+pub mod shutdown;
 pub mod streamproxy;
 pub mod telemetry;
+
+/// The Kubernetes version berth implements and reports (API server /version, node kubeletVersion).
+pub const KUBERNETES_VERSION: &str = "v1.33.0";

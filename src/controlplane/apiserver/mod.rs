@@ -1,1 +1,209 @@
-//! TODO
+//! A minimal but real kube-apiserver: HTTPS (HTTP/1.1), client-certificate authentication,
+//! discovery, CRUD + watch over the embedded store, server-side Table output, and the pod
+//! log/exec/attach/portforward subresources proxied to kubelets.
+//!
+//! Authorization is not implemented: any authenticated user may do anything.
+//!
+//! Layout: pure logic in `object` (metadata, deletion decision), `pods` (defaulting, validation),
+//! `selectors`, `patch`, `table`, `discovery`, `status` (errors), `auth` (client-cert subject);
+//! request handling in `handlers` (CRUD), `watch` and `proxy`; this file owns the listener.
+pub mod auth;
+pub mod discovery;
+mod handlers;
+pub mod object;
+pub mod patch;
+pub mod pods;
+pub mod proto;
+mod proxy;
+pub mod resources;
+pub mod selectors;
+pub mod status;
+pub mod table;
+mod watch;
+
+#[cfg(test)]
+mod kubectl_tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::controlplane::store::{Action, Key, Store};
+
+/// Configuration of the API server.
+pub struct ApiServerConfig {
+    pub listen: SocketAddr,
+    /// Server cert + client-cert verifier (cluster CA; client auth optional so we can answer 401).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The redb file.
+    pub store_path: PathBuf,
+    /// Client cert for talking to kubelets (no server verification).
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
+    /// Service CIDR (not used yet).
+    pub service_cidr: ipnetwork::IpNetwork,
+}
+
+/// Shared state of all requests.
+pub(crate) struct State {
+    pub store: Arc<Store>,
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
+    pub shutdown: CancellationToken,
+    pub server_address: String,
+}
+
+/// A bound API server: the port is listening (connections queue) once this exists.
+pub struct ApiServer {
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    store: Arc<Store>,
+    kubelet_tls: Arc<rustls::ClientConfig>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+/// Namespaces created on first start.
+pub const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Open the store, create the initial namespaces, and bind the listener.
+pub async fn bind(cfg: ApiServerConfig) -> anyhow::Result<ApiServer> {
+    let path = cfg.store_path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await?
+        .with_context(|| format!("opening store {}", cfg.store_path.display()))?;
+    let store = Arc::new(store);
+    ensure_namespaces(&store).await?;
+    let mut tls = (*cfg.tls).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let local_addr = listener.local_addr()?;
+    let _ = cfg.service_cidr;
+    info!(%local_addr, "API server listening");
+    Ok(ApiServer {
+        listener,
+        tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        store,
+        kubelet_tls: cfg.kubelet_tls,
+        local_addr,
+    })
+}
+
+async fn ensure_namespaces(store: &Arc<Store>) -> anyhow::Result<()> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let def = resources::find("", "v1", "namespaces").expect("namespaces are served");
+        for ns in INITIAL_NAMESPACES {
+            let key = Key::new(&def.qualified(), "", ns);
+            let now = object::now_rfc3339();
+            store.transact::<(), std::convert::Infallible>(&key, |cur| {
+                if cur.is_some() {
+                    return Ok(Action::Nothing(()));
+                }
+                let mut obj = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns,
+                    "labels": {"kubernetes.io/metadata.name": ns}}});
+                object::prepare_create(def, &mut obj, "", &now).expect("initial namespaces are valid");
+                Ok(Action::Put(obj, ()))
+            })?
+            .expect("infallible");
+        }
+        Ok(())
+    })
+    .await?
+}
+
+impl ApiServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store (for in-process users such as tests).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Serve until `shutdown` is cancelled; then stop accepting, end watches and let in-flight
+    /// requests finish.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = Arc::new(State {
+            store: self.store.clone(),
+            kubelet_tls: self.kubelet_tls.clone(),
+            shutdown: shutdown.clone(),
+            server_address: self.local_addr.to_string(),
+        });
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = self.tls.clone();
+            let state = state.clone();
+            let shutdown = shutdown.clone();
+            conns.spawn(async move {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let user = auth::user_from_certs(tls.get_ref().1.peer_certificates());
+                let svc = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    let user = user.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, req, user).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r { debug!(%peer, error = %e, "connection ended with error"); }
+                    }
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                    }
+                }
+            });
+            while conns.try_join_next().is_some() {}
+        }
+        // Let connections finish their graceful shutdown.
+        let _ = tokio::time::timeout(Duration::from_secs(6), async { while conns.join_next().await.is_some() {} }).await;
+        info!("API server stopped");
+        Ok(())
+    }
+}
+
+/// Bind and serve until `shutdown` is cancelled. Prefer [`bind`] + [`ApiServer::run`] when the
+/// caller must know the port is listening before starting clients.
+pub async fn serve(cfg: ApiServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    bind(cfg).await?.run(shutdown).await
+}

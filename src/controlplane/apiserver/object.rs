@@ -1,0 +1,502 @@
+//! Generic object logic shared by every resource: metadata on create/update, name validation,
+//! preconditions and the deletion decision.
+use serde_json::{json, Value};
+
+use super::pods;
+use super::resources::ResourceDef;
+use super::status::{ApiError, Cause};
+
+/// Now as kube's metav1.Time (RFC 3339, seconds).
+pub fn now_rfc3339() -> String {
+    format_time(jiff::Timestamp::now())
+}
+
+pub fn format_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// None if `s` is a DNS-1123 label, else kube's message.
+pub fn validate_dns_label(s: &str) -> Option<String> {
+    if s.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    if is_dns_label(s) {
+        return None;
+    }
+    Some(format!("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{DNS1123_LABEL_FMT}')"))
+}
+
+/// None if `s` is a DNS-1123 subdomain, else kube's message.
+pub fn validate_dns_subdomain(s: &str) -> Option<String> {
+    if s.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    let ok = !s.is_empty()
+        && s.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !p.starts_with('-')
+                && !p.ends_with('-')
+        });
+    if ok {
+        return None;
+    }
+    Some(format!("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{DNS1123_LABEL_FMT}(\\.{DNS1123_LABEL_FMT})*')"))
+}
+
+/// kube's name generator alphabet (no vowels, no confusable digits).
+const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// A 5-character random suffix for generateName.
+pub fn random_suffix() -> String {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    bytes[..5].iter().map(|b| ALPHANUMS[*b as usize % ALPHANUMS.len()] as char).collect()
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn namespace_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn uid_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn rv_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("")
+}
+
+fn finalizers_empty(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
+}
+
+/// Check kind/apiVersion in a request body against the endpoint and fill them in.
+pub fn check_type(def: &ResourceDef, obj: &mut Value, kind: &str, api_version: &str) -> Result<(), ApiError> {
+    let Some(m) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request("the object provided is not a JSON object"));
+    };
+    if let Some(k) = m.get("kind").and_then(Value::as_str) {
+        if !k.is_empty() && k != kind {
+            let _ = def;
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({kind})"
+            )));
+        }
+    }
+    if let Some(v) = m.get("apiVersion").and_then(Value::as_str) {
+        if !v.is_empty() && v != api_version {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+    }
+    m.insert("kind".into(), kind.into());
+    m.insert("apiVersion".into(), api_version.into());
+    if !m.get("metadata").is_some_and(Value::is_object) {
+        m.insert("metadata".into(), json!({}));
+    }
+    Ok(())
+}
+
+/// Validate object metadata (name) plus resource-specific validation.
+pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let name = name_of(obj);
+    let mut causes = Vec::new();
+    if name.is_empty() {
+        causes.push(Cause::required("metadata.name", "name or generateName is required"));
+    } else {
+        let msg = if def.plural == "namespaces" { validate_dns_label(name) } else if def.plural == "events" {
+            // Event names are generated as <object>.<hex>; kube only requires a valid path segment.
+            (name.contains('/') || name == "." || name == "..").then(|| "may not contain '/'".to_string())
+        } else {
+            validate_dns_subdomain(name)
+        };
+        if let Some(m) = msg {
+            causes.push(Cause::invalid("metadata.name", &json!(name), &m));
+        }
+    }
+    if def.plural == "pods" {
+        match old {
+            Some(o) => causes.extend(pods::validate_pod_update(obj, o)),
+            None => causes.extend(pods::validate_pod(obj)),
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(def, name, causes))
+    }
+}
+
+/// Per-resource defaulting on create.
+pub fn default_new(def: &ResourceDef, obj: &mut Value) {
+    match def.plural {
+        "pods" => pods::default_pod(obj),
+        "namespaces" => {
+            if obj.pointer("/spec/finalizers").is_none() {
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+            obj["status"] = json!({"phase": "Active"});
+        }
+        "services" => {
+            let spec = obj.as_object_mut().unwrap().entry("spec").or_insert_with(|| json!({}));
+            if spec.get("type").is_none() {
+                spec["type"] = "ClusterIP".into();
+            }
+            if spec.get("sessionAffinity").is_none() {
+                spec["sessionAffinity"] = "None".into();
+            }
+        }
+        "secrets" => {
+            if obj.get("type").is_none() {
+                obj["type"] = "Opaque".into();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Prepare a new object for storage: namespace, name (generateName), uid, creationTimestamp,
+/// defaults, validation. `obj` already passed [`check_type`].
+pub fn prepare_create(def: &ResourceDef, obj: &mut Value, namespace: &str, now: &str) -> Result<(), ApiError> {
+    let meta = obj["metadata"].as_object_mut().expect("check_type made metadata an object");
+    if def.namespaced {
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() && ns != namespace => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            _ => {
+                meta.insert("namespace".into(), namespace.into());
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    if !has_name {
+        if let Some(g) = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+            let mut base = g.to_string();
+            base.truncate(63 - 5);
+            meta.insert("name".into(), format!("{base}{}", random_suffix()).into());
+        }
+    }
+    meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+    meta.insert("creationTimestamp".into(), now.into());
+    for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        meta.remove(k);
+    }
+    if meta.get("generation").is_some() || def.plural == "services" {
+        meta.insert("generation".into(), 1.into());
+    }
+    default_new(def, obj);
+    validate(def, obj, None)
+}
+
+/// Prepare an update of `old` to `new` (main resource or status subresource), checking the
+/// resourceVersion precondition. Returns the object to store.
+pub fn prepare_update(def: &ResourceDef, mut new: Value, old: &Value, status_only: bool) -> Result<Value, ApiError> {
+    let name = name_of(old).to_string();
+    if !new.get("metadata").is_some_and(Value::is_object) {
+        new["metadata"] = json!({});
+    }
+    let body_name = name_of(&new);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let rv = rv_of(&new);
+    if !rv.is_empty() && rv != rv_of(old) {
+        return Err(ApiError::modified(def, &name));
+    }
+    if status_only {
+        // Only status (and labels/annotations, like kube's status strategies) change.
+        let mut out = old.clone();
+        out["status"] = new.get("status").cloned().unwrap_or(json!({}));
+        for k in ["labels", "annotations"] {
+            match new["metadata"].get(k) {
+                Some(v) => out["metadata"][k] = v.clone(),
+                None => {
+                    out["metadata"].as_object_mut().map(|m| m.remove(k));
+                }
+            }
+        }
+        if def.plural == "pods" {
+            let qos = pods::qos_class(&out);
+            out["status"]["qosClass"] = qos.into();
+        }
+        return Ok(out);
+    }
+    // Immutable metadata comes from the stored object.
+    for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        match old["metadata"].get(k) {
+            Some(v) => new["metadata"][k] = v.clone(),
+            None => {
+                new["metadata"].as_object_mut().map(|m| m.remove(k));
+            }
+        }
+    }
+    if def.has_status() {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                new.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+    }
+    if let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
+        let changed = new.get("spec") != old.get("spec");
+        new["metadata"]["generation"] = (if changed { g + 1 } else { g }).into();
+    }
+    if def.plural == "pods" {
+        // Defaulting of containers added by image changes etc. keeps the stored shape stable.
+        pods::default_pod(&mut new);
+    }
+    validate(def, &new, Some(old))?;
+    Ok(new)
+}
+
+/// Whether an updated object must now be removed (deletion pending, no finalizers left,
+/// grace period over): kube's ShouldDeleteDuringUpdate.
+pub fn should_delete_after_update(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+        && finalizers_empty(obj)
+        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0
+}
+
+/// DeleteOptions relevant to us.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub propagation_policy: Option<String>,
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    /// Merge a DeleteOptions body (JSON) over the query values.
+    pub fn merge_body(&mut self, body: &Value) {
+        if let Some(g) = body.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            self.grace_period_seconds = Some(g);
+        }
+        if let Some(u) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
+            self.uid = Some(u.into());
+        }
+        if let Some(r) = body.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+            self.resource_version = Some(r.into());
+        }
+        if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
+            self.propagation_policy = Some(p.into());
+        }
+        if let Some(Value::Array(d)) = body.get("dryRun") {
+            self.dry_run |= d.iter().any(|v| v == "All");
+        }
+    }
+}
+
+/// What a DELETE does to the stored object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteDecision {
+    /// Remove it from the store.
+    Remove,
+    /// Keep it, updated (deletionTimestamp set / grace period shortened).
+    Update(Value),
+    /// Already being deleted with a shorter grace period: nothing to do.
+    Unchanged,
+}
+
+/// Decide a deletion like kube-apiserver's generic registry (BeforeDelete + graceful deletion +
+/// finalizers). Checks preconditions first.
+pub fn delete_decision(
+    def: &ResourceDef,
+    obj: &Value,
+    opts: &DeleteOptions,
+    now: jiff::Timestamp,
+) -> Result<DeleteDecision, ApiError> {
+    let name = name_of(obj);
+    if let Some(uid) = &opts.uid {
+        if uid != uid_of(obj) {
+            return Err(ApiError::conflict(
+                &def.qualified(),
+                def.group,
+                def.plural,
+                name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", uid_of(obj)),
+            ));
+        }
+    }
+    if let Some(rv) = &opts.resource_version {
+        if rv != rv_of(obj) {
+            return Err(ApiError::conflict(
+                &def.qualified(),
+                def.group,
+                def.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    rv_of(obj)
+                ),
+            ));
+        }
+    }
+    if let Some(g) = opts.grace_period_seconds {
+        if g < 0 {
+            return Err(ApiError::invalid(
+                def,
+                name,
+                vec![Cause::invalid("gracePeriodSeconds", &json!(g), "must be greater than or equal to 0")],
+            ));
+        }
+    }
+    let grace = if def.plural == "pods" { pods::deletion_grace_period(obj, opts.grace_period_seconds) } else { 0 };
+    let pending = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+    let current_grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+    let has_finalizers = !finalizers_empty(obj);
+
+    if grace > 0 {
+        if pending && current_grace.is_some_and(|c| c <= grace) {
+            return Ok(DeleteDecision::Unchanged);
+        }
+        let mut o = obj.clone();
+        let ts = now + jiff::SignedDuration::from_secs(grace);
+        o["metadata"]["deletionTimestamp"] = format_time(ts).into();
+        o["metadata"]["deletionGracePeriodSeconds"] = grace.into();
+        return Ok(DeleteDecision::Update(o));
+    }
+    if has_finalizers {
+        if pending && current_grace == Some(0) {
+            return Ok(DeleteDecision::Unchanged);
+        }
+        let mut o = obj.clone();
+        if !pending {
+            o["metadata"]["deletionTimestamp"] = format_time(now).into();
+        }
+        o["metadata"]["deletionGracePeriodSeconds"] = 0.into();
+        return Ok(DeleteDecision::Update(o));
+    }
+    Ok(DeleteDecision::Remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controlplane::apiserver::resources::find;
+
+    fn ts() -> jiff::Timestamp {
+        "2024-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_dns_label("web-1").is_none());
+        assert!(validate_dns_label("Web").is_some());
+        assert!(validate_dns_label("-a").is_some());
+        assert!(validate_dns_subdomain("a.b-c.d").is_none());
+        assert!(validate_dns_subdomain("a..b").is_some());
+        assert!(validate_dns_subdomain("").is_some());
+        let s = random_suffix();
+        assert_eq!(s.len(), 5);
+        assert!(s.bytes().all(|b| ALPHANUMS.contains(&b)));
+    }
+
+    #[test]
+    fn create_sets_metadata_and_generates_names() {
+        let pods = find("", "v1", "pods").unwrap();
+        let mut p = json!({"metadata": {"generateName": "web-", "resourceVersion": "5"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        check_type(pods, &mut p, "Pod", "v1").unwrap();
+        prepare_create(pods, &mut p, "default", "2024-01-01T00:00:00Z").unwrap();
+        assert_eq!(p["kind"], "Pod");
+        assert!(name_of(&p).starts_with("web-") && name_of(&p).len() == 9);
+        assert_eq!(namespace_of(&p), "default");
+        assert!(!uid_of(&p).is_empty());
+        assert!(p["metadata"].get("resourceVersion").is_none());
+        assert_eq!(p["metadata"]["creationTimestamp"], "2024-01-01T00:00:00Z");
+
+        let mut bad = json!({"metadata": {"name": "x", "namespace": "other"}});
+        check_type(pods, &mut bad, "Pod", "v1").unwrap();
+        assert_eq!(prepare_create(pods, &mut bad, "default", "t").unwrap_err().code, 400);
+        let mut invalid = json!({"metadata": {"name": "Web"}, "spec": {}});
+        check_type(pods, &mut invalid, "Pod", "v1").unwrap();
+        let e = prepare_create(pods, &mut invalid, "default", "t").unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(e.to_status()["details"]["causes"].as_array().unwrap().len(), 2);
+        let mut wrong = json!({"kind": "Node"});
+        assert_eq!(check_type(pods, &mut wrong, "Pod", "v1").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn update_rules() {
+        let pods = find("", "v1", "pods").unwrap();
+        let mut old = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        check_type(pods, &mut old, "Pod", "v1").unwrap();
+        prepare_create(pods, &mut old, "default", "t").unwrap();
+        old["metadata"]["resourceVersion"] = "7".into();
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"a": "b"});
+        new["status"]["phase"] = "Running".into();
+        let out = prepare_update(pods, new.clone(), &old, false).unwrap();
+        assert_eq!(out["metadata"]["labels"]["a"], "b");
+        assert_eq!(out["status"]["phase"], "Pending", "main resource ignores status");
+        let out = prepare_update(pods, new.clone(), &old, true).unwrap();
+        assert_eq!(out["status"]["phase"], "Running");
+        new["metadata"]["resourceVersion"] = "6".into();
+        assert_eq!(prepare_update(pods, new.clone(), &old, false).unwrap_err().reason, "Conflict");
+        new["metadata"]["resourceVersion"] = "".into();
+        new["metadata"]["name"] = "other".into();
+        assert_eq!(prepare_update(pods, new, &old, false).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn pod_deletion() {
+        let pods = find("", "v1", "pods").unwrap();
+        let bound = json!({"metadata": {"name": "web", "uid": "u1", "resourceVersion": "3"},
+                           "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
+        let d = delete_decision(pods, &bound, &DeleteOptions::default(), ts()).unwrap();
+        let DeleteDecision::Update(o) = d else { panic!("graceful") };
+        assert_eq!(o["metadata"]["deletionTimestamp"], "2024-01-01T00:00:30Z");
+        assert_eq!(o["metadata"]["deletionGracePeriodSeconds"], 30);
+        // A second delete with a longer or equal grace period changes nothing; shorter shortens.
+        assert_eq!(delete_decision(pods, &o, &DeleteOptions::default(), ts()).unwrap(), DeleteDecision::Unchanged);
+        let short = DeleteOptions { grace_period_seconds: Some(5), ..Default::default() };
+        assert!(matches!(delete_decision(pods, &o, &short, ts()).unwrap(), DeleteDecision::Update(_)));
+        let now = DeleteOptions { grace_period_seconds: Some(0), uid: Some("u1".into()), ..Default::default() };
+        assert_eq!(delete_decision(pods, &o, &now, ts()).unwrap(), DeleteDecision::Remove);
+        let wrong = DeleteOptions { grace_period_seconds: Some(0), uid: Some("u2".into()), ..Default::default() };
+        let e = delete_decision(pods, &o, &wrong, ts()).unwrap_err();
+        assert_eq!(e.code, 409);
+        assert!(e.message.contains("Precondition failed: UID in precondition: u2"));
+        let unbound = json!({"metadata": {"name": "web"}, "spec": {}});
+        assert_eq!(delete_decision(pods, &unbound, &DeleteOptions::default(), ts()).unwrap(), DeleteDecision::Remove);
+    }
+
+    #[test]
+    fn finalizers_keep_objects() {
+        let cms = find("", "v1", "configmaps").unwrap();
+        let cm = json!({"metadata": {"name": "c", "finalizers": ["x/y"]}});
+        let DeleteDecision::Update(o) = delete_decision(cms, &cm, &DeleteOptions::default(), ts()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o["metadata"]["deletionTimestamp"], "2024-01-01T00:00:00Z");
+        assert!(!should_delete_after_update(&o));
+        let mut cleared = o.clone();
+        cleared["metadata"]["finalizers"] = json!([]);
+        assert!(should_delete_after_update(&cleared));
+        assert!(!should_delete_after_update(&cm));
+    }
+}

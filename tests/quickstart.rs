@@ -1,0 +1,109 @@
+//! packaging/quickstart.sh, run for real but inside a network namespace with every path pointed
+//! into temp dirs (BERTH_* overrides), against the test's own containerd: it must install
+//! berth-cni, import the images, start `berth up`, wait for Ready and print a first kubectl command
+//! that works as printed. Then `quickstart.sh --stop` stops what it started.
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::containerd::ContainerdOptions;
+use common::{Containerd, Netns};
+
+#[test]
+fn quickstart_script_in_a_netns() {
+    if !common::e2e_enabled("quickstart_script_in_a_netns") {
+        return;
+    }
+    let _serial = common::serial();
+    let ns = Netns::new();
+    let tmp = common::temp_dir("berth-qs-");
+    let t = tmp.path();
+    // containerd runs CNI plugins from the (still empty) dir quickstart.sh installs berth-cni into
+    std::fs::create_dir_all(t.join("cni-bin")).unwrap();
+    let c = Containerd::start_with(
+        &ns,
+        ContainerdOptions { cni_bin_dir: Some(t.join("cni-bin")), ..Default::default() },
+    );
+    let state = t.join("state");
+    let log = t.join("berth.log");
+    let env: Vec<(String, String)> = vec![
+        ("BERTH_NETNS".into(), ns.name.clone()),
+        ("BERTH_STATE_DIR".into(), state.display().to_string()),
+        ("BERTH_LOG".into(), log.display().to_string()),
+        ("BERTH_RUN_DIR".into(), t.join("run").display().to_string()),
+        ("BERTH_PREFIX".into(), t.join("prefix").display().to_string()),
+        ("BERTH_CNI_BIN_DIR".into(), t.join("cni-bin").display().to_string()),
+        ("BERTH_CNI_CONF_DIR".into(), c.cni_conf_dir.display().to_string()),
+        ("BERTH_CNI_DATA_DIR".into(), t.join("cni-data").display().to_string()),
+        ("BERTH_POD_LOG_DIR".into(), t.join("pods").display().to_string()),
+        ("BERTH_CONTAINERD_SOCKET".into(), c.socket.display().to_string()),
+        ("BERTH_CONTAINERD_CONFIG".into(), c.config.display().to_string()),
+        ("BERTH_NODE_IP".into(), ns.node_ip.to_string()),
+        ("BERTH_NODE_NAME".into(), format!("qs-{}", ns.index)),
+        ("BERTH_LISTEN".into(), format!("{}:6443", ns.node_ip)),
+        ("BERTH_SKIP_BUILD".into(), "1".into()),
+        ("BERTH_BIN_DIR".into(), common::target_profile_dir().display().to_string()),
+        ("BERTH_SKIP_PACKAGES".into(), "1".into()),
+        ("BERTH_READY_TIMEOUT".into(), "120".into()),
+    ];
+    let script = common::workspace_root().join("packaging/quickstart.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run quickstart.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("quickstart stdout:\n{stdout}\nquickstart stderr:\n{stderr}");
+    if !out.status.success() {
+        common::dump_log("berth up (quickstart)", &log, 80);
+        panic!("quickstart.sh failed: {}", out.status);
+    }
+    assert!(stdout.contains("Berth is up"), "{stdout}");
+    assert!(stdout.contains(&state.join("kubeconfigs/admin.conf").display().to_string()), "{stdout}");
+    assert!(t.join("cni-bin/berth-cni").exists());
+    assert!(t.join("cni-bin/loopback").exists());
+
+    // the printed first commands work as printed
+    let run_line = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains(" run web "))
+        .unwrap_or_else(|| panic!("no `run web` command printed:\n{stdout}"))
+        .to_string();
+    let get_nodes = stdout.lines().map(str::trim).find(|l| l.ends_with(" get nodes")).expect("get nodes line");
+    let o = common::run_ok(Command::new("bash").arg("-c").arg(get_nodes));
+    assert!(o.contains(" Ready"), "{o}");
+    common::run_ok(Command::new("bash").arg("-c").arg(&run_line));
+    let kubectl_prefix = run_line.split(" run web ").next().unwrap().to_string();
+    common::wait_until("web Running via the printed kubectl", Duration::from_secs(120), || {
+        let o = common::run(Command::new("bash").arg("-c").arg(format!(
+            "{kubectl_prefix} get pod web -o jsonpath={{.status.phase}}"
+        )));
+        let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if s == "Running" {
+            Ok(Some(()))
+        } else {
+            Err(format!("phase {s:?} {}", String::from_utf8_lossy(&o.stderr)))
+        }
+    });
+
+    // --stop stops berth up (by its pid file)
+    let pid: i32 = std::fs::read_to_string(t.join("run/berth.pid")).unwrap().trim().parse().unwrap();
+    let st = Command::new("bash")
+        .arg(&script)
+        .arg("--stop")
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // SAFETY: signal 0 only checks existence.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    assert!(!alive || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
+        "berth up (pid {pid}) still running after --stop");
+    drop(c);
+    drop(ns);
+}
