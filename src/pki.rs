@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -63,7 +63,10 @@ pub enum PkiError {
     #[error("{what}: {source}")]
     Tls { what: String, source: rustls::Error },
     #[error("{what}: {source}")]
-    Verifier { what: String, source: rustls::server::VerifierBuilderError },
+    Verifier {
+        what: String,
+        source: rustls::server::VerifierBuilderError,
+    },
     #[error("{path}: {message}")]
     Kubeconfig { path: PathBuf, message: String },
     #[error("invalid name {name:?}: {message}")]
@@ -81,7 +84,9 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,17 +97,26 @@ impl CertificateAuthority {
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages =
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
         set_validity(&mut params, CA_VALIDITY);
         let key = KeyPair::generate().map_err(rc("generate CA key"))?;
         let cert = params.self_signed(&key).map_err(rc("self-sign CA"))?;
-        Ok(Self { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// Load from PEM strings (checks that the key parses and the certificate is a usable issuer).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
-        let ca = Self { cert_pem: cert_pem.to_owned(), key_pem: key_pem.to_owned() };
+        let ca = Self {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+        };
         ca.issuer()?;
         Ok(ca)
     }
@@ -133,7 +147,9 @@ impl CertificateAuthority {
         let issuer = self.issuer()?;
         let params = spec.params()?;
         let key = KeyPair::generate().map_err(rc("generate key"))?;
-        let cert = params.signed_by(&key, &issuer).map_err(rc(format!("sign certificate for {}", spec.common_name)))?;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(rc(format!("sign certificate for {}", spec.common_name)))?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }
@@ -163,7 +179,13 @@ impl LeafSpec {
 
     /// A serving certificate (serverAuth) for `sans`.
     pub fn server(cn: &str, sans: Vec<String>) -> Self {
-        Self { common_name: cn.to_owned(), organizations: Vec::new(), sans, server_auth: true, client_auth: false }
+        Self {
+            common_name: cn.to_owned(),
+            organizations: Vec::new(),
+            sans,
+            server_auth: true,
+            client_auth: false,
+        }
     }
 
     fn params(&self) -> Result<CertificateParams> {
@@ -173,7 +195,9 @@ impl LeafSpec {
         for o in &self.organizations {
             params.distinguished_name.push(DnType::OrganizationName, o.as_str());
         }
-        params.distinguished_name.push(DnType::CommonName, self.common_name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, self.common_name.as_str());
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         if self.server_auth {
@@ -191,10 +215,12 @@ impl LeafSpec {
 fn san(s: &str) -> Result<SanType> {
     match s.parse::<IpAddr>() {
         Ok(ip) => Ok(SanType::IpAddress(ip)),
-        Err(_) => Ok(SanType::DnsName(s.to_owned().try_into().map_err(|e: rcgen::Error| PkiError::InvalidName {
-            name: s.to_owned(),
-            message: e.to_string(),
-        })?)),
+        Err(_) => Ok(SanType::DnsName(s.to_owned().try_into().map_err(
+            |e: rcgen::Error| PkiError::InvalidName {
+                name: s.to_owned(),
+                message: e.to_string(),
+            },
+        )?)),
     }
 }
 
@@ -245,7 +271,11 @@ pub fn node_kubeconfig_path(state_dir: &Path, node_name: &str) -> PathBuf {
 /// The API server's SANs: `extra` first, then [`DEFAULT_APISERVER_SANS`], deduplicated.
 pub fn apiserver_sans(extra: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for s in extra.iter().map(String::as_str).chain(DEFAULT_APISERVER_SANS.iter().copied()) {
+    for s in extra
+        .iter()
+        .map(String::as_str)
+        .chain(DEFAULT_APISERVER_SANS.iter().copied())
+    {
         let s = s.trim();
         if !s.is_empty() && !out.iter().any(|o| o.eq_ignore_ascii_case(s)) {
             out.push(s.to_owned());
@@ -291,8 +321,7 @@ pub fn ensure_cluster_pki(pki_dir: &Path, sans: &[String]) -> Result<ClusterPki>
         client_cert_valid(&ca, cert)
     })?;
     let admin_spec = LeafSpec::client("kubernetes-admin", &["system:masters"]);
-    let (admin_cert, admin_key) =
-        ensure_leaf(&ca, pki_dir, "admin", &admin_spec, |cert| client_cert_valid(&ca, cert))?;
+    let (admin_cert, admin_key) = ensure_leaf(&ca, pki_dir, "admin", &admin_spec, |cert| client_cert_valid(&ca, cert))?;
 
     Ok(ClusterPki {
         dir: pki_dir.to_owned(),
@@ -334,8 +363,12 @@ fn ensure_leaf(
 
 /// Whether the certificate's public key is the key's (so a half-written pair is not used).
 fn cert_matches_key(cert_pem: &str, key_pem: &str) -> bool {
-    let Ok(key) = KeyPair::from_pem(key_pem) else { return false };
-    let Ok(der) = first_cert(cert_pem, "certificate") else { return false };
+    let Ok(key) = KeyPair::from_pem(key_pem) else {
+        return false;
+    };
+    let Ok(der) = first_cert(cert_pem, "certificate") else {
+        return false;
+    };
     // The SubjectPublicKeyInfo's bit string ends with the raw public key.
     let raw = key.public_key_raw();
     der.as_ref().windows(raw.len()).any(|w| w == raw)
@@ -359,9 +392,14 @@ fn client_cert_valid(ca: &CertificateAuthority, cert_pem: &str) -> bool {
     let check = || -> Result<()> {
         let verifier = WebPkiClientVerifier::builder_with_provider(ca.roots()?, ring())
             .build()
-            .map_err(|source| PkiError::Verifier { what: "client verifier".into(), source })?;
+            .map_err(|source| PkiError::Verifier {
+                what: "client verifier".into(),
+                source,
+            })?;
         let chain = certs(cert_pem, "certificate")?;
-        verifier.verify_client_cert(&chain[0], &chain[1..], renew_horizon()).map_err(tls("verify"))?;
+        verifier
+            .verify_client_cert(&chain[0], &chain[1..], renew_horizon())
+            .map_err(tls("verify"))?;
         Ok(())
     };
     check().is_ok()
@@ -372,11 +410,16 @@ fn serving_cert_valid(ca: &CertificateAuthority, cert_pem: &str, sans: &[String]
     let check = || -> Result<()> {
         let verifier = WebPkiServerVerifier::builder_with_provider(ca.roots()?, ring())
             .build()
-            .map_err(|source| PkiError::Verifier { what: "server verifier".into(), source })?;
+            .map_err(|source| PkiError::Verifier {
+                what: "server verifier".into(),
+                source,
+            })?;
         let chain = certs(cert_pem, "certificate")?;
         for name in sans {
-            let server_name = ServerName::try_from(name.as_str())
-                .map_err(|e| PkiError::InvalidName { name: name.clone(), message: e.to_string() })?;
+            let server_name = ServerName::try_from(name.as_str()).map_err(|e| PkiError::InvalidName {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
             verifier
                 .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], renew_horizon())
                 .map_err(tls(format!("verify for {name}")))?;
@@ -416,7 +459,14 @@ pub fn write_kubeconfig(
 }
 
 /// The kubeconfig document (pure).
-pub fn kubeconfig_json(server_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str, user: &str, context: &str) -> String {
+pub fn kubeconfig_json(
+    server_url: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    user: &str,
+    context: &str,
+) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let doc = serde_json::json!({
         "apiVersion": "v1",
@@ -444,8 +494,12 @@ pub fn kubeconfig_json(server_url: &str, ca_pem: &str, cert_pem: &str, key_pem: 
 /// Whether the kubeconfig at `path` points at `server_url`, trusts `ca` and holds a client
 /// certificate for `cn` (checked loosely: the CN bytes appear in it) that `ca` signed.
 fn kubeconfig_current(path: &Path, server_url: &str, ca: &CertificateAuthority, cn: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else { return false };
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
     let cluster = &doc["clusters"][0]["cluster"];
     if cluster["server"].as_str() != Some(server_url) {
         return false;
@@ -502,7 +556,15 @@ pub fn ensure_node_kubeconfig(state_dir: &Path, node_name: &str, server_url: &st
         return Ok(path);
     }
     let (cert, key) = issue_client_cert(&ca, &user, &["system:nodes"])?;
-    write_kubeconfig(&path, server_url, &ca.cert_pem, &cert, &key, &user, &format!("{user}@berth"))?;
+    write_kubeconfig(
+        &path,
+        server_url,
+        &ca.cert_pem,
+        &cert,
+        &key,
+        &user,
+        &format!("{user}@berth"),
+    )?;
     tracing::info!(path = %path.display(), node = node_name, "wrote node kubeconfig");
     Ok(path)
 }
@@ -514,7 +576,10 @@ pub fn server_tls_config(pki: &ClusterPki) -> Result<Arc<rustls::ServerConfig>> 
     let verifier = WebPkiClientVerifier::builder_with_provider(pki.ca.roots()?, ring())
         .allow_unauthenticated()
         .build()
-        .map_err(|source| PkiError::Verifier { what: "API server client verifier".into(), source })?;
+        .map_err(|source| PkiError::Verifier {
+            what: "API server client verifier".into(),
+            source,
+        })?;
     let mut chain = certs(&pki.apiserver_cert_pem, "API server certificate")?;
     chain.push(pki.ca.cert_der()?);
     let key = private_key(&pki.apiserver_key_pem, "API server key")?;
@@ -554,25 +619,37 @@ pub fn self_signed_serving_cert(node_name: &str, ips: &[IpAddr]) -> Result<(Stri
     let mut params = LeafSpec::server(node_name, sans).params()?;
     params.use_authority_key_identifier_extension = false;
     let key = KeyPair::generate().map_err(rc("generate kubelet serving key"))?;
-    let cert = params.self_signed(&key).map_err(rc("self-sign kubelet serving certificate"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(rc("self-sign kubelet serving certificate"))?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// TLS for the kubelet API: the given serving certificate, ALPN http/1.1, and a client
 /// certificate signed by `client_ca_pem` required.
-pub fn kubelet_server_tls_config(cert_pem: &str, key_pem: &str, client_ca_pem: &str) -> Result<Arc<rustls::ServerConfig>> {
+pub fn kubelet_server_tls_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>> {
     let mut roots = RootCertStore::empty();
     for c in certs(client_ca_pem, "client CA")? {
         roots.add(c).map_err(tls("add client CA"))?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring())
         .build()
-        .map_err(|source| PkiError::Verifier { what: "kubelet client verifier".into(), source })?;
+        .map_err(|source| PkiError::Verifier {
+            what: "kubelet client verifier".into(),
+            source,
+        })?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(ring())
         .with_safe_default_protocol_versions()
         .map_err(tls("protocol versions"))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs(cert_pem, "kubelet serving certificate")?, private_key(key_pem, "kubelet serving key")?)
+        .with_single_cert(
+            certs(cert_pem, "kubelet serving certificate")?,
+            private_key(key_pem, "kubelet serving key")?,
+        )
         .map_err(tls("kubelet serving certificate"))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
@@ -621,9 +698,14 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 
 /// All certificates in a PEM string.
 pub fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let v: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(|c| c.ok()).collect();
+    let v: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(|c| c.ok())
+        .collect();
     if v.is_empty() {
-        return Err(PkiError::Pem { what: what.to_owned(), kind: "CERTIFICATE" });
+        return Err(PkiError::Pem {
+            what: what.to_owned(),
+            kind: "CERTIFICATE",
+        });
     }
     Ok(v)
 }
@@ -634,7 +716,10 @@ fn first_cert(pem: &str, what: &str) -> Result<CertificateDer<'static>> {
 
 /// The private key in a PEM string (PKCS#8, PKCS#1 or SEC1).
 pub fn private_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| PkiError::Pem { what: what.to_owned(), kind: "PRIVATE KEY" })
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| PkiError::Pem {
+        what: what.to_owned(),
+        kind: "PRIVATE KEY",
+    })
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -658,20 +743,34 @@ fn tls(what: impl Into<String>) -> impl FnOnce(rustls::Error) -> PkiError {
 }
 
 fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Write `data` to `path` with `mode` via a temporary file in the same directory and a rename.
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io { path: path.to_owned(), source };
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         // The mode given to open() is masked by the umask; set it exactly.
         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         f.write_all(data)?;
@@ -694,7 +793,10 @@ mod tests {
     }
 
     /// Drive an in-memory handshake to completion (or error).
-    fn handshake(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) -> Result<(), rustls::Error> {
+    fn handshake(
+        client: &mut rustls::ClientConnection,
+        server: &mut rustls::ServerConnection,
+    ) -> Result<(), rustls::Error> {
         for _ in 0..20 {
             let mut buf = Vec::new();
             while client.wants_write() {
@@ -725,7 +827,9 @@ mod tests {
             .unwrap()
             .with_root_certificates(ca.roots().unwrap());
         let mut cfg = match auth {
-            Some((c, k)) => b.with_client_auth_cert(certs(c, "c").unwrap(), private_key(k, "k").unwrap()).unwrap(),
+            Some((c, k)) => b
+                .with_client_auth_cert(certs(c, "c").unwrap(), private_key(k, "k").unwrap())
+                .unwrap(),
             None => b.with_no_client_auth(),
         };
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -752,7 +856,11 @@ mod tests {
         // Leaves verify against the CA (signature, EKU, validity) ...
         assert!(client_cert_valid(&pki.ca, &pki.admin_cert_pem));
         assert!(client_cert_valid(&pki.ca, &pki.apiserver_kubelet_client_cert_pem));
-        assert!(serving_cert_valid(&pki.ca, &pki.apiserver_cert_pem, &pki.apiserver_sans));
+        assert!(serving_cert_valid(
+            &pki.ca,
+            &pki.apiserver_cert_pem,
+            &pki.apiserver_sans
+        ));
         assert!(pki.apiserver_sans.iter().any(|s| s == "10.1.2.3"));
         // ... and not against another CA.
         let other = CertificateAuthority::generate("other").unwrap();
@@ -763,7 +871,11 @@ mod tests {
         let kc = first_cert(&pki.apiserver_kubelet_client_cert_pem, "").unwrap();
         assert!(contains(kc.as_ref(), b"kube-apiserver-kubelet-client"));
         // Server cert lacks a name it was not issued for.
-        assert!(!serving_cert_valid(&pki.ca, &pki.apiserver_cert_pem, &["elsewhere.example".into()]));
+        assert!(!serving_cert_valid(
+            &pki.ca,
+            &pki.apiserver_cert_pem,
+            &["elsewhere.example".into()]
+        ));
 
         for f in ["ca.key", "apiserver.key", "apiserver-kubelet-client.key", "admin.key"] {
             assert_eq!(mode(&pki_path.join(f)), 0o600, "{f}");
@@ -781,7 +893,11 @@ mod tests {
         let third = ensure_cluster_pki(&pki_path, &["10.1.2.4".into()]).unwrap();
         assert_eq!(third.ca.cert_pem, pki.ca.cert_pem);
         assert_ne!(third.apiserver_cert_pem, pki.apiserver_cert_pem);
-        assert!(serving_cert_valid(&third.ca, &third.apiserver_cert_pem, &["10.1.2.4".into()]));
+        assert!(serving_cert_valid(
+            &third.ca,
+            &third.apiserver_cert_pem,
+            &["10.1.2.4".into()]
+        ));
         assert_eq!(third.admin_cert_pem, pki.admin_cert_pem);
     }
 
@@ -812,7 +928,11 @@ mod tests {
         ensure_node_kubeconfig(dir.path(), "n1", url).unwrap();
         assert_eq!(before, std::fs::read_to_string(&node).unwrap(), "kept when current");
         ensure_node_kubeconfig(dir.path(), "n1", "https://10.0.0.1:6443").unwrap();
-        assert_ne!(before, std::fs::read_to_string(&node).unwrap(), "rewritten for another server");
+        assert_ne!(
+            before,
+            std::fs::read_to_string(&node).unwrap(),
+            "rewritten for another server"
+        );
         let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&node).unwrap()).unwrap();
         let cert = base64::engine::general_purpose::STANDARD
             .decode(doc["users"][0]["user"]["client-certificate-data"].as_str().unwrap())
@@ -839,11 +959,9 @@ mod tests {
         }
 
         // Anonymous clients get through TLS (the API server answers 401).
-        let mut client = rustls::ClientConnection::new(
-            client_config(&pki.ca, None),
-            ServerName::try_from("localhost").unwrap(),
-        )
-        .unwrap();
+        let mut client =
+            rustls::ClientConnection::new(client_config(&pki.ca, None), ServerName::try_from("localhost").unwrap())
+                .unwrap();
         let mut server = rustls::ServerConnection::new(server_cfg.clone()).unwrap();
         handshake(&mut client, &mut server).unwrap();
         assert!(server.peer_certificates().is_none());

@@ -66,6 +66,20 @@ fn ipam_entries_for(dir: &Path, ip: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until `kubectl get pods` prints a STATUS for `pod` that satisfies `f`.
+fn wait_status_column(b: &Berth, pod: &str, timeout: Duration, f: impl Fn(&str) -> bool) {
+    let table = common::wait_until(&format!("kubectl get pods STATUS of {pod}"), timeout, || {
+        let t = b.kubectl().args(["get", "pods"]).ok();
+        let status = row(&t, pod).get(2).map(|s| s.to_string()).unwrap_or_default();
+        if f(&status) {
+            Ok(Some(t))
+        } else {
+            Err(format!("STATUS {status:?}"))
+        }
+    });
+    eprintln!("{table}");
+}
+
 #[test]
 fn single_node_kubectl_scenario() {
     if !common::e2e_enabled("single_node_kubectl_scenario") {
@@ -143,8 +157,7 @@ fn single_node_kubectl_scenario() {
         matches!(waiting_reason(p, 0).as_str(), "ErrImagePull" | "ImagePullBackOff")
     });
     b.wait_pod("missing", "ImagePullBackOff", POD_START, |p| waiting_reason(p, 0) == "ImagePullBackOff");
-    let get = b.kubectl().args(["get", "pods"]).ok();
-    assert!(row(&get, "missing")[2].contains("ImagePull"), "{get}");
+    wait_status_column(&b, "missing", Duration::from_secs(30), |s| s.contains("ImagePull"));
     common::wait_until("an Event about the failed pull", Duration::from_secs(60), || {
         let ev: Value = serde_json::from_str(&b.kubectl().args(["get", "events", "-o", "json"]).ok())
             .map_err(|e| e.to_string())?;
@@ -167,8 +180,8 @@ fn single_node_kubectl_scenario() {
     b.wait_pod("crash", "CrashLoopBackOff with restartCount >= 1", POD_START, |p| {
         waiting_reason(p, 0) == "CrashLoopBackOff" && restart_count(p) >= 1
     });
-    let get = b.kubectl().args(["get", "pods"]).ok();
-    assert_eq!(row(&get, "crash")[2], "CrashLoopBackOff", "{get}");
+    // (between back-offs the row briefly shows Error/Running: poll the printed STATUS)
+    wait_status_column(&b, "crash", Duration::from_secs(60), |s| s == "CrashLoopBackOff");
     let crash_logs = b.kubectl().args(["logs", "crash"]).output_raw();
     let prev_logs = b.kubectl().args(["logs", "crash", "--previous"]).output_raw();
     let all = format!(
@@ -212,6 +225,7 @@ fn single_node_kubectl_scenario() {
     step("kill berth up (SIGTERM) and start it again: objects kept, web not restarted");
     let sandboxes_before: Vec<_> = c.list_sandboxes().into_iter().filter(|s| s.name == "web").collect();
     assert_eq!(sandboxes_before.len(), 1, "{sandboxes_before:?}");
+    let crash_restarts = restart_count(&b.pod_json("crash").expect("crash pod"));
     assert!(b.stop(), "berth up did not exit within 30 s of SIGTERM");
     b.restart();
     b.wait_node_ready(Duration::from_secs(120));
@@ -231,6 +245,11 @@ fn single_node_kubectl_scenario() {
         Ok::<_, ()>(l.contains(common::BUSYBOX_REMOTE_LOCAL).then_some(l))
     });
     assert!(logs.contains(common::BUSYBOX_REMOTE_LOCAL));
+    // the restarted agent manages containers again (crash restarted once more)...
+    b.wait_pod("crash", "restartCount to grow after the restart", Duration::from_secs(180), |p| {
+        restart_count(p) > crash_restarts
+    });
+    // ...and left web's alone
     let web_after = b.pod_json("web").expect("web after restart");
     assert!(is_running(&web_after), "web not running after restart: {}", web_after["status"]);
     assert_eq!(container_id(&web_after), web_cid, "web's container was replaced by the restart");

@@ -107,3 +107,83 @@ fn quickstart_script_in_a_netns() {
     drop(c);
     drop(ns);
 }
+
+/// The fresh-host path: no containerd answering, so quickstart.sh writes its containerd config
+/// (restrict_oom_score_adj and snapshotter detected), starts containerd itself in the background
+/// (inside the netns, root/state/socket in a temp dir), then berth up; `--stop` stops both.
+#[test]
+fn quickstart_script_starts_its_own_containerd() {
+    if !common::e2e_enabled("quickstart_script_starts_its_own_containerd") {
+        return;
+    }
+    let _serial = common::serial();
+    let ns = Netns::new();
+    let tmp = common::temp_dir("berth-qs2-");
+    let t = tmp.path().to_path_buf();
+    let p = |s: &str| t.join(s).display().to_string();
+    let env: Vec<(String, String)> = vec![
+        ("BERTH_NETNS".into(), ns.name.clone()),
+        ("BERTH_STATE_DIR".into(), p("state")),
+        ("BERTH_LOG".into(), p("berth.log")),
+        ("BERTH_RUN_DIR".into(), p("run")),
+        ("BERTH_PREFIX".into(), p("prefix")),
+        ("BERTH_CNI_BIN_DIR".into(), p("cni-bin")),
+        ("BERTH_CNI_CONF_DIR".into(), p("net.d")),
+        ("BERTH_CNI_DATA_DIR".into(), p("cni-data")),
+        ("BERTH_POD_LOG_DIR".into(), p("pods")),
+        ("BERTH_CONTAINERD_SOCKET".into(), p("ctrd/containerd.sock")),
+        ("BERTH_CONTAINERD_CONFIG".into(), p("ctrd/config.toml")),
+        ("BERTH_CONTAINERD_ROOT".into(), p("ctrd/root")),
+        ("BERTH_CONTAINERD_STATE".into(), p("ctrd/state")),
+        ("BERTH_CONTAINERD_LOG".into(), p("ctrd/containerd.log")),
+        ("BERTH_NODE_IP".into(), ns.node_ip.to_string()),
+        ("BERTH_NODE_NAME".into(), format!("qs-{}", ns.index)),
+        ("BERTH_LISTEN".into(), format!("{}:6443", ns.node_ip)),
+        ("BERTH_SKIP_BUILD".into(), "1".into()),
+        ("BERTH_BIN_DIR".into(), common::target_profile_dir().display().to_string()),
+        ("BERTH_SKIP_PACKAGES".into(), "1".into()),
+        ("BERTH_READY_TIMEOUT".into(), "120".into()),
+    ];
+    let script = common::workspace_root().join("packaging/quickstart.sh");
+    let stop = || {
+        let _ = Command::new("bash")
+            .arg(&script)
+            .arg("--stop")
+            .envs(env.iter().cloned())
+            .stdin(Stdio::null())
+            .status();
+    };
+    let out = Command::new("bash")
+        .arg(&script)
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run quickstart.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("quickstart stdout:\n{stdout}\nquickstart stderr:\n{stderr}");
+    if !out.status.success() {
+        common::dump_log("berth up (quickstart)", &t.join("berth.log"), 60);
+        common::dump_log("containerd (quickstart)", &t.join("ctrd/containerd.log"), 40);
+        stop();
+        common::umount_below(&t);
+        panic!("quickstart.sh failed: {}", out.status);
+    }
+    let cfg = std::fs::read_to_string(t.join("ctrd/config.toml")).expect("containerd config written");
+    let want_oom = format!("restrict_oom_score_adj = {}", common::oom_score_adj_restricted());
+    assert!(cfg.contains(&want_oom), "expected `{want_oom}` in:\n{cfg}");
+    assert!(cfg.contains(r#"sandbox_image = "berth.local/pause:3.10""#), "{cfg}");
+    assert!(t.join("run/containerd.pid").exists());
+    let get_nodes = stdout.lines().map(str::trim).find(|l| l.ends_with(" get nodes")).expect("get nodes line");
+    let o = common::run_ok(Command::new("bash").arg("-c").arg(get_nodes));
+    assert!(o.contains(" Ready"), "{o}");
+    let ctrd_pid: i32 = std::fs::read_to_string(t.join("run/containerd.pid")).unwrap().trim().parse().unwrap();
+    stop();
+    assert!(!t.join("run/containerd.pid").exists());
+    // SAFETY: signal 0 only checks existence.
+    let gone = unsafe { libc::kill(ctrd_pid, 0) } != 0
+        || std::fs::read_to_string(format!("/proc/{ctrd_pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+    assert!(gone, "containerd (pid {ctrd_pid}) still running after --stop");
+    common::umount_below(&t);
+    drop(ns);
+}

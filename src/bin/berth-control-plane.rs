@@ -7,7 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "berth-control-plane", version, about = "Minimal Kubernetes control plane: API server, store, scheduler, node IPAM")]
+#[command(
+    name = "berth-control-plane",
+    version,
+    about = "Minimal Kubernetes control plane: API server, store, scheduler, node IPAM"
+)]
 struct Cli {
     /// State directory (store.redb, pki/, kubeconfigs/).
     #[arg(long, default_value = "/var/lib/berth", env = "BERTH_STATE_DIR")]

@@ -66,7 +66,10 @@ impl ControlPlaneConfig {
         }
         if let Ok(h) = hostname::get() {
             let h = h.to_string_lossy().trim().to_lowercase();
-            if !h.is_empty() && h.parse::<IpAddr>().is_err() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            if !h.is_empty()
+                && h.parse::<IpAddr>().is_err()
+                && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
                 sans.push(h);
             }
         }
@@ -122,7 +125,12 @@ impl ControlPlane {
     /// cancelled (Ok), or when the API server or the controllers fail (the other part is then
     /// stopped and the error returned).
     pub async fn wait(self) -> anyhow::Result<()> {
-        let ControlPlane { stop, mut apiserver, mut controllers, .. } = self;
+        let ControlPlane {
+            stop,
+            mut apiserver,
+            mut controllers,
+            ..
+        } = self;
         let (first, api_first) = tokio::select! {
             r = &mut apiserver => (r, true),
             r = &mut controllers => (r, false),
@@ -136,8 +144,12 @@ impl ControlPlane {
             }
             stop.cancel();
         }
-        let second = if api_first { flatten(controllers.await) } else { flatten(apiserver.await) }
-            .with_context(|| name(!api_first));
+        let second = if api_first {
+            flatten(controllers.await)
+        } else {
+            flatten(apiserver.await)
+        }
+        .with_context(|| name(!api_first));
         first.and(second)
     }
 
@@ -169,7 +181,10 @@ pub async fn start(cfg: ControlPlaneConfig, shutdown: CancellationToken) -> anyh
     };
     let server = apiserver::bind(api_cfg).await.context("API server")?;
     // With --listen ...:0 the real port is only known now.
-    let cfg = ControlPlaneConfig { listen: server.local_addr(), ..cfg };
+    let cfg = ControlPlaneConfig {
+        listen: server.local_addr(),
+        ..cfg
+    };
     let server_url = cfg.server_url();
     let local_url = cfg.local_url();
     let admin_kubeconfig =
@@ -228,7 +243,16 @@ pub async fn start(cfg: ControlPlaneConfig, shutdown: CancellationToken) -> anyh
         ..Default::default()
     };
     let controllers = tokio::spawn(controllers::run(client.clone(), ctrl_cfg, stop.clone()));
-    Ok(ControlPlane { server_url, local_url, admin_kubeconfig, pki: cluster_pki, client, stop, apiserver, controllers })
+    Ok(ControlPlane {
+        server_url,
+        local_url,
+        admin_kubeconfig,
+        pki: cluster_pki,
+        client,
+        stop,
+        apiserver,
+        controllers,
+    })
 }
 
 /// [`start`], then [`ControlPlane::wait`].
@@ -286,8 +310,14 @@ mod tests {
 
     #[test]
     fn service_ip() {
-        assert_eq!(first_service_ip("10.96.0.0/12".parse().unwrap()), Some("10.96.0.1".parse().unwrap()));
-        assert_eq!(first_service_ip("10.100.5.0/16".parse().unwrap()), Some("10.100.0.1".parse().unwrap()));
+        assert_eq!(
+            first_service_ip("10.96.0.0/12".parse().unwrap()),
+            Some("10.96.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            first_service_ip("10.100.5.0/16".parse().unwrap()),
+            Some("10.100.0.1".parse().unwrap())
+        );
     }
 
     /// Poll `f` until it yields Some, or panic after `secs`.
@@ -314,7 +344,10 @@ mod tests {
         use kube::api::{Api, PostParams};
 
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ControlPlaneConfig { state_dir: dir.path().to_owned(), ..cfg("127.0.0.1:0", "127.0.0.1") };
+        let cfg = ControlPlaneConfig {
+            state_dir: dir.path().to_owned(),
+            ..cfg("127.0.0.1:0", "127.0.0.1")
+        };
         let shutdown = CancellationToken::new();
         let cp = start(cfg, shutdown.clone()).await.unwrap();
         assert!(cp.admin_kubeconfig.exists());
@@ -353,7 +386,14 @@ mod tests {
 
         // Node becomes Ready (status subresource): the pod is bound.
         let patch = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-        nodes.patch_status("n1", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+        nodes
+            .patch_status(
+                "n1",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
         let bound = eventually(20, "binding", || async { pods.get("web").await.ok()?.spec?.node_name }).await;
         assert_eq!(bound, "n1");
 
@@ -361,10 +401,16 @@ mod tests {
         let mut n2 = node.clone();
         n2.metadata.name = Some("n2".into());
         nodes.create(&PostParams::default(), &n2).await.unwrap();
-        let cidr = eventually(20, "podCIDR n2", || async { nodes.get("n2").await.ok()?.spec?.pod_cidr }).await;
+        let cidr = eventually(20, "podCIDR n2", || async {
+            nodes.get("n2").await.ok()?.spec?.pod_cidr
+        })
+        .await;
         assert_eq!(cidr, "10.244.1.0/24");
 
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), cp.wait()).await.expect("stops in time").unwrap();
+        tokio::time::timeout(Duration::from_secs(15), cp.wait())
+            .await
+            .expect("stops in time")
+            .unwrap();
     }
 }

@@ -64,18 +64,20 @@ impl BerthConfig {
 }
 
 pub struct Berth {
-    dir: Option<tempfile::TempDir>,
     pub cfg: BerthConfig,
     pub log: PathBuf,
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
     starts: u32,
 }
 
 impl Berth {
     /// Starts `berth up` for the node `ns` with its containerd `c`; waits until the API answers.
+    ///
+    /// Its state, CNI data and pod logs live under containerd's temp dir (`<containerd root>/berth-up`),
+    /// so they are removed only after containerd's teardown (whose CNI DEL still writes there).
     pub fn start(ns: &Netns, c: &Containerd) -> Berth {
-        let dir = super::temp_dir("berth-up-");
-        let root = dir.path().to_path_buf();
+        let root = c.root.join("berth-up");
+        std::fs::create_dir_all(&root).unwrap();
         let cfg = BerthConfig {
             node_name: format!("node-{}", ns.index),
             node_ip: ns.node_ip,
@@ -92,7 +94,7 @@ impl Berth {
             std::fs::create_dir_all(d).unwrap();
         }
         let log = root.join("berth.log");
-        let mut b = Berth { dir: Some(dir), cfg, log, child: None, starts: 0 };
+        let mut b = Berth { cfg, log, child: std::sync::Mutex::new(None), starts: 0 };
         b.spawn();
         b
     }
@@ -112,7 +114,7 @@ impl Berth {
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf);
-        self.child = Some(cmd.spawn().expect("spawn berth up"));
+        *self.child.lock().unwrap() = Some(cmd.spawn().expect("spawn berth up"));
         self.wait_api();
     }
 
@@ -120,9 +122,7 @@ impl Berth {
     pub fn wait_api(&mut self) {
         let kc = self.cfg.admin_kubeconfig();
         let r = try_wait_until("berth up's API server (kubectl get --raw /version)", Duration::from_secs(60), || {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return Err(format!("berth up exited: {st}"));
-            }
+            self.alive()?;
             if !kc.exists() {
                 return Err(format!("{} not written yet", kc.display()));
             }
@@ -140,16 +140,33 @@ impl Berth {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.lock().unwrap().as_ref().map(|c| c.id())
     }
 
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    pub fn is_running(&self) -> bool {
+        self.alive().is_ok()
+    }
+
+    /// Err when `berth up` is not running (exited, or never started).
+    pub fn alive(&self) -> Result<(), String> {
+        match self.child.lock().unwrap().as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => Ok(()),
+            Some(Ok(Some(st))) => Err(format!("berth up exited: {st}")),
+            Some(Err(e)) => Err(format!("berth up: {e}")),
+            None => Err("berth up is not running".into()),
+        }
+    }
+
+    /// Panics (the log tail is printed by Drop) when `berth up` died during a wait.
+    fn assert_alive(&self) {
+        if let Err(e) = self.alive() {
+            panic!("{e}");
+        }
     }
 
     /// SIGTERM by PID; waits for the exit (SIGKILL after 30 s). Returns whether it exited by itself.
     pub fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
+        let Some(mut c) = self.child.lock().unwrap().take() else { return true };
         // SAFETY: kill(2) on our own child's PID, not yet reaped.
         unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
         let r = try_wait_until("berth up to exit after SIGTERM", Duration::from_secs(30), || {
@@ -189,6 +206,7 @@ impl Berth {
     pub fn wait_node_ready(&self, timeout: Duration) -> String {
         let name = self.cfg.node_name.clone();
         wait_until(&format!("node {name} Ready"), timeout, || {
+            self.assert_alive();
             let out = self
                 .kubectl()
                 .args(["get", "node", &name, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#])
@@ -212,6 +230,11 @@ impl Berth {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    fn assert_alive_then<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.assert_alive();
+        f()
+    }
+
     /// Waits until `f(pod JSON)` holds; returns the pod JSON.
     pub fn wait_pod(
         &self,
@@ -220,7 +243,7 @@ impl Berth {
         timeout: Duration,
         f: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        wait_until(&format!("pod {name}: {what}"), timeout, || match self.pod_json(name) {
+        wait_until(&format!("pod {name}: {what}"), timeout, || match self.assert_alive_then(|| self.pod_json(name)) {
             Some(p) if f(&p) => Ok(Some(p)),
             Some(p) => Err(format!("phase={} status={}", p["status"]["phase"], p["status"])),
             None => Err("pod not found / kubectl failed".to_string()),
@@ -230,6 +253,7 @@ impl Berth {
     /// Waits until the pod is gone (kubectl get says NotFound).
     pub fn wait_pod_gone(&self, name: &str, timeout: Duration) {
         wait_until(&format!("pod {name} to be deleted"), timeout, || {
+            self.assert_alive();
             let out = self.kubectl().args(["get", "pod", name, "-o", "name"]).output_raw();
             let err = String::from_utf8_lossy(&out.stderr);
             if !out.status.success() && err.contains("NotFound") {
@@ -250,10 +274,13 @@ impl Drop for Berth {
         if std::thread::panicking() {
             self.dump_log(120);
         }
-        if let Some(mut c) = self.child.take() {
+        let child = match self.child.get_mut() {
+            Ok(c) => c.take(),
+            Err(e) => e.into_inner().take(),
+        };
+        if let Some(mut c) = child {
             stop_child(&mut c, Duration::from_secs(20));
         }
-        drop(self.dir.take());
     }
 }
 

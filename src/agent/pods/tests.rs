@@ -654,6 +654,22 @@ async fn dispatcher_adopts_cleans_orphans_starts_and_deletes() {
     assert_eq!(rt.sandbox_ids(), vec![adopted.sandbox_id.clone()]);
     ev_tx.send(watcher::Event::Delete(deleting)).unwrap();
 
+    // A pod deleted while the watch was broken: missing from the re-list, so torn down.
+    let lost = pod(
+        serde_json::json!({"metadata": {"name": "lost", "uid": "l1"}, "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}),
+    );
+    ev_tx.send(watcher::Event::Apply(lost)).unwrap();
+    let rt2 = rt.clone();
+    until("lost started", || rt2.sandbox_ids().len() == 2).await;
+    ev_tx.send(watcher::Event::Init).unwrap();
+    ev_tx
+        .send(watcher::Event::InitApply(adopt.clone()))
+        .unwrap();
+    ev_tx.send(watcher::Event::InitDone).unwrap();
+    let rt2 = rt.clone();
+    let keep = adopted.sandbox_id.clone();
+    until("lost torn down", || rt2.sandbox_ids() == vec![keep.clone()]).await;
+
     // Adopted pod still has its original container, never restarted.
     let rs = super::state::get_pod_status(&rt, "a1").await.unwrap();
     assert_eq!(rs.containers.len(), 1);

@@ -55,6 +55,8 @@ pub struct WorkerState {
     pub backoff: Backoff,
     /// Why containers could not be started in the last sync.
     pub waiting: HashMap<String, Waiting>,
+    /// Last pull error per image, for the ImagePullBackOff message.
+    pub pull_errors: HashMap<String, String>,
 }
 
 pub fn now_ns() -> i64 {
@@ -155,9 +157,13 @@ async fn ensure_image<R: Runtime>(
     }
     let bkey = format!("pull_{}_{image}", key.uid);
     if let Some(left) = st.backoff.remaining_since_update(&bkey, now) {
-        let message = format!("Back-off pulling image \"{image}\"");
+        let event = format!("Back-off pulling image \"{image}\"");
         ctx.events
-            .container(key, &c.name, NORMAL, "BackOff", message.clone());
+            .container(key, &c.name, NORMAL, "BackOff", event.clone());
+        let message = match st.pull_errors.get(&image) {
+            Some(err) => format!("{event}: ErrImagePull: {err}"),
+            None => event,
+        };
         return Err(Wait {
             reason: "ImagePullBackOff",
             message,
@@ -175,6 +181,7 @@ async fn ensure_image<R: Runtime>(
     match ctx.rt.pull_image(&image, Some(sb_cfg.clone())).await {
         Ok(image_ref) => {
             st.backoff.reset(&bkey);
+            st.pull_errors.remove(&image);
             let took = started.elapsed().as_secs_f64();
             ctx.events.container(key, &c.name, NORMAL, "Pulled", format!("Successfully pulled image \"{image}\" in {took:.3}s ({took:.3}s including waiting)"));
             Ok(if image_ref.is_empty() {
@@ -186,6 +193,7 @@ async fn ensure_image<R: Runtime>(
         Err(e) => {
             st.backoff.next(&bkey, now);
             let message = e.message();
+            st.pull_errors.insert(image.clone(), message.clone());
             tracing::warn!(pod = %key.display(), %image, error = %message, "image pull failed");
             ctx.events.container(
                 key,

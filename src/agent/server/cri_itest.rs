@@ -684,6 +684,41 @@ async fn scenario(root: PathBuf, socket: PathBuf) {
         String::from_utf8_lossy(ch.get(&3).map(Vec::as_slice).unwrap_or_default()).into_owned();
     assert!(status.contains("Success"), "status channel: {status:?}");
 
+    // attach over websocket: the container's stdout ("tick N" lines) arrives on channel 1.
+    let mut s = connect(addr, tls.clone()).await.unwrap();
+    let head = raw_upgrade(
+        &mut s,
+        "GET /attach/default/p1/c1?output=1 HTTP/1.1\r\nHost: kubelet\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut got = Vec::new();
+    let t = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&got).contains("tick") {
+            let mut h = [0u8; 2];
+            s.read_exact(&mut h).await.unwrap();
+            let len = match h[1] & 0x7f {
+                126 => s.read_u16().await.unwrap() as usize,
+                127 => s.read_u64().await.unwrap() as usize,
+                n => n as usize,
+            };
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).await.unwrap();
+            if h[0] & 0x0f == 2 && payload.first() == Some(&1) {
+                got.extend_from_slice(&payload[1..]);
+            }
+        }
+    })
+    .await;
+    assert!(
+        t.is_ok(),
+        "attach delivered {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(s);
+
     // exec over SPDY/3.1 (what kubectl falls back to): containerd's server switches protocols.
     let mut s = connect(addr, tls.clone()).await.unwrap();
     let head = raw_upgrade(

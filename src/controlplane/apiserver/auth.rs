@@ -106,8 +106,12 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
-        params.distinguished_name.push(rcgen::DnType::CommonName, "system:node:n1");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n1");
         let cert = params.self_signed(&key).unwrap();
         let (cn, orgs) = subject_of(cert.der()).unwrap();
         assert_eq!(cn, "system:node:n1");

@@ -38,13 +38,21 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if rs.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": rs}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": rs}),
+    )
 }
 
 fn group_doc(name: &str, versions: &[&str]) -> Value {
-    let vs: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     json!({"name": name, "versions": vs, "preferredVersion": vs[0].clone()})
 }
 
@@ -73,7 +81,11 @@ pub fn openapi_v3_root() -> Value {
         }
     }
     for (g, v) in gvs {
-        let p = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+        let p = if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        };
         let url = format!("/openapi/v3/{p}?hash={}", openapi_hash());
         paths.insert(p, json!({"serverRelativeURL": url}));
     }
@@ -93,8 +105,15 @@ fn openapi_hash() -> &'static str {
 /// schemas for client-side validation.
 pub fn openapi_v3_doc(group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let base = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
         let item = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
         } else {
@@ -128,6 +147,28 @@ pub fn openapi_v3_doc(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
+/// Media type of /openapi/v2 (gnostic protobuf).
+pub const OPENAPI_V2_PB: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// GET /openapi/v2: an empty gnostic `openapi_v2.Document` (swagger "2.0", info, no
+/// definitions), protobuf-encoded. kubectl 1.27 fetches it eagerly before validating manifests;
+/// with no definitions it skips client-side schema validation.
+pub fn openapi_v2_pb() -> Vec<u8> {
+    fn ld(num: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(num << 3 | 2);
+        assert!(body.len() < 128, "short fields only");
+        out.push(body.len() as u8);
+        out.extend_from_slice(body);
+    }
+    let mut info = Vec::new();
+    ld(1, b"Kubernetes", &mut info);
+    ld(2, GIT_VERSION.as_bytes(), &mut info);
+    let mut doc = Vec::new();
+    ld(1, b"2.0", &mut doc);
+    ld(2, &info, &mut doc);
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,22 +178,41 @@ mod tests {
         assert_eq!(version()["minor"], "33");
         let core = resource_list("", "v1").unwrap();
         assert_eq!(core["groupVersion"], "v1");
-        assert!(core["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/log"));
+        assert!(core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "pods/log"));
         assert!(resource_list("", "v2").is_none());
         let l = api_group_list();
         assert_eq!(l["groups"][0]["name"], "coordination.k8s.io");
-        assert_eq!(l["groups"][0]["preferredVersion"]["groupVersion"], "coordination.k8s.io/v1");
-        assert_eq!(api_group("coordination.k8s.io").unwrap()["kind"], "APIGroup");
+        assert_eq!(
+            l["groups"][0]["preferredVersion"]["groupVersion"],
+            "coordination.k8s.io/v1"
+        );
+        assert_eq!(
+            api_group("coordination.k8s.io").unwrap()["kind"],
+            "APIGroup"
+        );
         assert!(api_group("apps").is_none());
         let leases = resource_list("coordination.k8s.io", "v1").unwrap();
         assert_eq!(leases["resources"][0]["kind"], "Lease");
         let root = openapi_v3_root();
-        assert!(root["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
+        assert!(root["paths"]["api/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("/openapi/v3/api/v1?hash="));
         assert!(root["paths"]["apis/coordination.k8s.io/v1"].is_object());
         let doc = openapi_v3_doc("", "v1").unwrap();
         let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Pod");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(patch["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"));
         assert!(doc["paths"]["/api/v1/nodes/{name}"].is_object());
+        let pb = openapi_v2_pb();
+        assert_eq!(&pb[..5], b"\x0a\x032.0");
     }
 }

@@ -31,6 +31,7 @@ pub(crate) enum Route {
     Apis,
     ApiGroup(String),
     ResourceList { group: String, version: String },
+    OpenApiV2,
     OpenApiV3Root,
     OpenApiV3 { group: String, version: String },
     Resource(Target),
@@ -53,18 +54,43 @@ fn sub_of(def: &ResourceDef, s: &str) -> Option<Sub> {
 
 /// Parse a request path.
 pub(crate) fn route(path: &str) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
         ["healthz" | "livez" | "readyz", ..] => return Route::Health,
         ["version"] => return Route::Version,
         ["api"] => return Route::Api,
         ["apis"] => return Route::Apis,
         ["apis", g] => return Route::ApiGroup(g.to_string()),
-        ["api", "v1"] => return Route::ResourceList { group: String::new(), version: "v1".into() },
-        ["apis", g, v] => return Route::ResourceList { group: g.to_string(), version: v.to_string() },
+        ["api", "v1"] => {
+            return Route::ResourceList {
+                group: String::new(),
+                version: "v1".into(),
+            }
+        }
+        ["apis", g, v] => {
+            return Route::ResourceList {
+                group: g.to_string(),
+                version: v.to_string(),
+            }
+        }
+        ["openapi", "v2"] => return Route::OpenApiV2,
         ["openapi", "v3"] => return Route::OpenApiV3Root,
-        ["openapi", "v3", "api", v] => return Route::OpenApiV3 { group: String::new(), version: v.to_string() },
-        ["openapi", "v3", "apis", g, v] => return Route::OpenApiV3 { group: g.to_string(), version: v.to_string() },
+        ["openapi", "v3", "api", v] => {
+            return Route::OpenApiV3 {
+                group: String::new(),
+                version: v.to_string(),
+            }
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            return Route::OpenApiV3 {
+                group: g.to_string(),
+                version: v.to_string(),
+            }
+        }
         _ => {}
     }
     let (group, version, rest) = match segs.as_slice() {
@@ -75,29 +101,68 @@ pub(crate) fn route(path: &str) -> Route {
     let find = |plural: &str| resources::find(group, version, plural);
     let target = match rest {
         // namespaces/{name}/status is the namespace's own subresource.
-        ["namespaces", name, s] if group.is_empty() && find("namespaces").and_then(|d| sub_of(d, s)).is_some() => {
+        ["namespaces", name, s]
+            if group.is_empty() && find("namespaces").and_then(|d| sub_of(d, s)).is_some() =>
+        {
             let def = find("namespaces").expect("checked");
-            Target { def, namespace: None, name: Some(name.to_string()), sub: sub_of(def, s) }
+            Target {
+                def,
+                namespace: None,
+                name: Some(name.to_string()),
+                sub: sub_of(def, s),
+            }
         }
         ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|d| d.namespaced) => {
             let def = find(plural).expect("checked");
             match tail {
-                [] => Target { def, namespace: Some(ns.to_string()), name: None, sub: None },
-                [name] => Target { def, namespace: Some(ns.to_string()), name: Some(name.to_string()), sub: None },
+                [] => Target {
+                    def,
+                    namespace: Some(ns.to_string()),
+                    name: None,
+                    sub: None,
+                },
+                [name] => Target {
+                    def,
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    sub: None,
+                },
                 [name, s] => match sub_of(def, s) {
-                    Some(sub) => Target { def, namespace: Some(ns.to_string()), name: Some(name.to_string()), sub: Some(sub) },
+                    Some(sub) => Target {
+                        def,
+                        namespace: Some(ns.to_string()),
+                        name: Some(name.to_string()),
+                        sub: Some(sub),
+                    },
                     None => return Route::NotFound,
                 },
                 _ => return Route::NotFound,
             }
         }
         [plural, tail @ ..] => {
-            let Some(def) = find(plural) else { return Route::NotFound };
+            let Some(def) = find(plural) else {
+                return Route::NotFound;
+            };
             match tail {
-                [] => Target { def, namespace: None, name: None, sub: None },
-                [name] if !def.namespaced => Target { def, namespace: None, name: Some(name.to_string()), sub: None },
+                [] => Target {
+                    def,
+                    namespace: None,
+                    name: None,
+                    sub: None,
+                },
+                [name] if !def.namespaced => Target {
+                    def,
+                    namespace: None,
+                    name: Some(name.to_string()),
+                    sub: None,
+                },
                 [name, s] if !def.namespaced => match sub_of(def, s) {
-                    Some(sub) => Target { def, namespace: None, name: Some(name.to_string()), sub: Some(sub) },
+                    Some(sub) => Target {
+                        def,
+                        namespace: None,
+                        name: Some(name.to_string()),
+                        sub: Some(sub),
+                    },
                     None => return Route::NotFound,
                 },
                 _ => return Route::NotFound,
@@ -114,13 +179,20 @@ pub(crate) struct Query(pub Vec<(String, String)>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Query {
-        Query(url::form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
     }
     pub fn all<'a>(&'a self, k: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |(a, _)| a == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
     }
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1"))
@@ -144,7 +216,11 @@ pub(crate) fn negotiate(accept: &str) -> Repr {
     for part in accept.split(',') {
         let params: Vec<&str> = part.split(';').map(str::trim).collect();
         let has = |p: &str| params.contains(&p);
-        if params.first().is_some_and(|m| *m == "application/json" || *m == "*/*") && has("g=meta.k8s.io") {
+        if params
+            .first()
+            .is_some_and(|m| *m == "application/json" || *m == "*/*")
+            && has("g=meta.k8s.io")
+        {
             if has("as=Table") {
                 return Repr::Table(if has("v=v1beta1") { "v1beta1" } else { "v1" });
             }
@@ -152,7 +228,9 @@ pub(crate) fn negotiate(accept: &str) -> Repr {
                 return Repr::PartialMetadata;
             }
         }
-        if params.first().is_some_and(|m| *m == "application/json" || *m == "*/*" || *m == "application/yaml")
+        if params
+            .first()
+            .is_some_and(|m| *m == "application/json" || *m == "*/*" || *m == "application/yaml")
             && !params.iter().any(|p| p.starts_with("as="))
         {
             return Repr::Object;
@@ -162,7 +240,9 @@ pub(crate) fn negotiate(accept: &str) -> Repr {
 }
 
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
@@ -189,12 +269,20 @@ impl From<StoreError> for ApiError {
 }
 
 /// Run blocking store work off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task: {e}")))
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("store task: {e}")))
 }
 
 /// Handle one request.
-pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>, user: Option<User>) -> Response<Body> {
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    user: Option<User>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let r = route(&path);
@@ -216,8 +304,18 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>, user: Opti
     resp
 }
 
-async fn dispatch(state: &Arc<State>, r: Route, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let get_only = |m: &Method| if *m == Method::GET { Ok(()) } else { Err(ApiError::method_not_allowed()) };
+async fn dispatch(
+    state: &Arc<State>,
+    r: Route,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let get_only = |m: &Method| {
+        if *m == Method::GET {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed())
+        }
+    };
     match r {
         Route::Health => unreachable!("handled before authentication"),
         Route::Version => {
@@ -226,7 +324,10 @@ async fn dispatch(state: &Arc<State>, r: Route, req: Request<Incoming>) -> Resul
         }
         Route::Api => {
             get_only(req.method())?;
-            Ok(json_response(200, &discovery::api_versions(&state.server_address)))
+            Ok(json_response(
+                200,
+                &discovery::api_versions(&state.server_address),
+            ))
         }
         Route::Apis => {
             get_only(req.method())?;
@@ -234,11 +335,22 @@ async fn dispatch(state: &Arc<State>, r: Route, req: Request<Incoming>) -> Resul
         }
         Route::ApiGroup(g) => {
             get_only(req.method())?;
-            discovery::api_group(&g).map(|d| json_response(200, &d)).ok_or_else(ApiError::no_route)
+            discovery::api_group(&g)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::no_route)
         }
         Route::ResourceList { group, version } => {
             get_only(req.method())?;
-            discovery::resource_list(&group, &version).map(|d| json_response(200, &d)).ok_or_else(ApiError::no_route)
+            discovery::resource_list(&group, &version)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::no_route)
+        }
+        Route::OpenApiV2 => {
+            get_only(req.method())?;
+            Ok(Response::builder()
+                .header(http::header::CONTENT_TYPE, discovery::OPENAPI_V2_PB)
+                .body(full(discovery::openapi_v2_pb()))
+                .expect("valid"))
         }
         Route::OpenApiV3Root => {
             get_only(req.method())?;
@@ -246,7 +358,9 @@ async fn dispatch(state: &Arc<State>, r: Route, req: Request<Incoming>) -> Resul
         }
         Route::OpenApiV3 { group, version } => {
             get_only(req.method())?;
-            discovery::openapi_v3_doc(&group, &version).map(|d| json_response(200, &d)).ok_or_else(ApiError::no_route)
+            discovery::openapi_v3_doc(&group, &version)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::no_route)
         }
         Route::NotFound => Err(ApiError::no_route()),
         Route::Resource(t) => resource(state, t, req).await,
@@ -259,13 +373,24 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
     let bytes = limited
         .collect()
         .await
-        .map_err(|e| ApiError::new(413, "RequestEntityTooLarge", format!("reading request body: {e}")))?
+        .map_err(|e| {
+            ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("reading request body: {e}"),
+            )
+        })?
         .to_bytes();
     Ok((parts, bytes))
 }
 
 fn content_type(parts: &http::request::Parts) -> String {
-    parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Decode a JSON request body like kube's decoder would.
@@ -273,28 +398,47 @@ pub(crate) fn decode_json(body: &[u8], ct: &str) -> Result<Value, ApiError> {
     let media = ct.split(';').next().unwrap_or("").trim();
     if media == "application/vnd.kubernetes.protobuf" {
         return super::proto::decode(body).map_err(|e| match e {
-            super::proto::ProtoError::UnsupportedKind(_) => ApiError::unsupported_media_type(media, &["application/json"]),
+            super::proto::ProtoError::UnsupportedKind(_) => {
+                ApiError::unsupported_media_type(media, &["application/json"])
+            }
             other => ApiError::bad_request(format!("error decoding request body: {other}")),
         });
     }
-    if !(media.is_empty() || media == "application/json" || media == "*/*") && !media.ends_with("+json") {
-        return Err(ApiError::unsupported_media_type(media, &["application/json"]));
+    if !(media.is_empty()
+        || media == "application/json"
+        || media == "*/*"
+        || media.ends_with("+json"))
+    {
+        return Err(ApiError::unsupported_media_type(
+            media,
+            &["application/json"],
+        ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the body of the request was empty"));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: json: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding request body: json: {e}")))
 }
 
 fn accept_of(parts: &http::request::Parts) -> String {
-    parts.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn store_key(def: &ResourceDef, ns: &str, name: &str) -> Key {
     Key::new(&def.qualified(), if def.namespaced { ns } else { "" }, name)
 }
 
-async fn resource(state: &Arc<State>, t: Target, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn resource(
+    state: &Arc<State>,
+    t: Target,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let q = Query::parse(req.uri().query());
     let method = req.method().clone();
     let def = t.def;
@@ -306,11 +450,22 @@ async fn resource(state: &Arc<State>, t: Target, req: Request<Incoming>) -> Resu
         (None, _) => match method {
             Method::GET => {
                 if q.flag("watch") {
-                    let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let accept = req
+                        .headers()
+                        .get(http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
                     watch::watch(state, def, t.namespace.as_deref(), &q, negotiate(accept)).await
                 } else {
                     let (parts, _) = req.into_parts();
-                    list(state, def, t.namespace.as_deref(), &q, negotiate(&accept_of(&parts))).await
+                    list(
+                        state,
+                        def,
+                        t.namespace.as_deref(),
+                        &q,
+                        negotiate(&accept_of(&parts)),
+                    )
+                    .await
                 }
             }
             Method::POST => {
@@ -361,7 +516,9 @@ async fn resource(state: &Arc<State>, t: Target, req: Request<Incoming>) -> Resu
             let b = decode_json(&body, &content_type(&parts))?;
             binding(state, def, &ns, &name, b, &q).await
         }
-        (Some(name), Some(sub)) => proxy::pod_subresource(state, def, &ns, &name, sub, &q, req).await,
+        (Some(name), Some(sub)) => {
+            proxy::pod_subresource(state, def, &ns, &name, sub, &q, req).await
+        }
     }
 }
 
@@ -371,17 +528,32 @@ fn render_one(def: &ResourceDef, obj: &Value, repr: Repr) -> Value {
         Repr::Object => obj.clone(),
         Repr::PartialMetadata => table::partial_metadata(obj),
         Repr::Table(v) => {
-            let mut t = table::table(def, &[obj], object::rv_of(obj), IncludeObject::Metadata, true, jiff::Timestamp::now());
+            let mut t = table::table(
+                def,
+                &[obj],
+                object::rv_of(obj),
+                IncludeObject::Metadata,
+                true,
+                jiff::Timestamp::now(),
+            );
             t["apiVersion"] = format!("meta.k8s.io/{v}").into();
             t
         }
     }
 }
 
-async fn get(state: &Arc<State>, def: &'static ResourceDef, ns: &str, name: &str, repr: Repr) -> Result<Response<Body>, ApiError> {
+async fn get(
+    state: &Arc<State>,
+    def: &'static ResourceDef,
+    ns: &str,
+    name: &str,
+    repr: Repr,
+) -> Result<Response<Body>, ApiError> {
     let store = state.store.clone();
     let key = store_key(def, ns, name);
-    let obj = blocking(move || store.get(&key)).await??.ok_or_else(|| ApiError::not_found(def, name))?;
+    let obj = blocking(move || store.get(&key))
+        .await??
+        .ok_or_else(|| ApiError::not_found(def, name))?;
     Ok(json_response(200, &render_one(def, &obj, repr)))
 }
 
@@ -396,12 +568,18 @@ impl Filter {
     pub fn new(def: &ResourceDef, ns: Option<&str>, q: &Query) -> Result<Filter, ApiError> {
         Ok(Filter {
             labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))?,
-            fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), def.plural, def.kind)?,
+            fields: FieldSelector::parse(
+                q.get("fieldSelector").unwrap_or(""),
+                def.plural,
+                def.kind,
+            )?,
             namespace: ns.map(str::to_string),
         })
     }
     pub fn matches(&self, def: &ResourceDef, obj: &Value) -> bool {
-        self.namespace.as_deref().is_none_or(|ns| object::namespace_of(obj) == ns)
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| object::namespace_of(obj) == ns)
             && self.labels.matches(obj)
             && self.fields.matches(def.plural, obj)
     }
@@ -419,7 +597,10 @@ async fn list(
     let resource = def.qualified();
     let ns_owned = ns.map(str::to_string);
     let (items, rev) = blocking(move || store.list(&resource, ns_owned.as_deref())).await??;
-    let items: Vec<Value> = items.into_iter().filter(|o| filter.matches(def, o)).collect();
+    let items: Vec<Value> = items
+        .into_iter()
+        .filter(|o| filter.matches(def, o))
+        .collect();
     let rv = rev.to_string();
     let body = match repr {
         Repr::Table(v) => {
@@ -455,18 +636,31 @@ async fn namespace_exists(store: &Arc<Store>, ns: &str) -> Result<(), ApiError> 
     }
 }
 
-fn check_field_validation(q: &Query) -> Result<(), ApiError> {
-    match q.get("fieldValidation") {
-        None | Some("Strict" | "Warn" | "Ignore" | "") => Ok(()),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
-        ))),
-    }
+fn field_validation(q: &Query) -> Result<object::FieldValidation, ApiError> {
+    object::FieldValidation::parse(q.get("fieldValidation"))
 }
 
-async fn create(state: &Arc<State>, def: &'static ResourceDef, ns: &str, mut obj: Value, q: &Query) -> Result<Response<Body>, ApiError> {
-    check_field_validation(q)?;
+/// Add kube's `Warning: 299 - "..."` headers.
+fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let v = format!("299 - {}", serde_json::Value::String(w.clone()));
+        if let Ok(h) = http::HeaderValue::from_str(&v) {
+            resp.headers_mut().append("warning", h);
+        }
+    }
+    resp
+}
+
+async fn create(
+    state: &Arc<State>,
+    def: &'static ResourceDef,
+    ns: &str,
+    mut obj: Value,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let fv = field_validation(q)?;
     object::check_type(def, &mut obj, def.kind, &def.api_version())?;
+    let warnings = object::typecheck(def, &mut obj, fv)?;
     object::prepare_create(def, &mut obj, ns, &object::now_rfc3339())?;
     if def.namespaced {
         namespace_exists(&state.store, ns).await?;
@@ -478,7 +672,7 @@ async fn create(state: &Arc<State>, def: &'static ResourceDef, ns: &str, mut obj
         if blocking(move || store.get(&key)).await??.is_some() {
             return Err(ApiError::already_exists(def, &name));
         }
-        return Ok(json_response(201, &obj));
+        return Ok(with_warnings(json_response(201, &obj), &warnings));
     }
     let store = state.store.clone();
     let key = store_key(def, ns, &name);
@@ -492,7 +686,10 @@ async fn create(state: &Arc<State>, def: &'static ResourceDef, ns: &str, mut obj
         })
     })
     .await???;
-    Ok(json_response(201, &out.object.expect("put returns the object")))
+    Ok(with_warnings(
+        json_response(201, &out.object.expect("put returns the object")),
+        &warnings,
+    ))
 }
 
 /// Store `new` (already prepared) replacing `old`, deleting it instead when finalizers are done.
@@ -513,8 +710,9 @@ async fn update(
     status_only: bool,
     q: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    check_field_validation(q)?;
+    let fv = field_validation(q)?;
     object::check_type(def, &mut obj, def.kind, &def.api_version())?;
+    let warnings = object::typecheck(def, &mut obj, fv)?;
     let store = state.store.clone();
     let key = store_key(def, ns, name);
     let name_s = name.to_string();
@@ -534,7 +732,7 @@ async fn update(
     })
     .await???;
     let obj = out.value.or(out.object).expect("update yields an object");
-    Ok(json_response(200, &obj))
+    Ok(with_warnings(json_response(200, &obj), &warnings))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -548,7 +746,7 @@ async fn patch_object(
     status_only: bool,
     q: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    check_field_validation(q)?;
+    let fv = field_validation(q)?;
     let store = state.store.clone();
     let key = store_key(def, ns, name);
     let name_s = name.to_string();
@@ -558,47 +756,64 @@ async fn patch_object(
             let cur = cur.ok_or_else(|| ApiError::not_found(def, &name_s))?;
             let mut patched = patch::apply(pt, cur, &p)?;
             object::check_type(def, &mut patched, def.kind, &def.api_version())?;
+            let warnings = object::typecheck(def, &mut patched, fv)?;
             let new = object::prepare_update(def, patched, cur, status_only)?;
             if dry {
-                return Ok::<_, ApiError>(Action::Nothing(Some(new)));
+                return Ok::<_, ApiError>(Action::Nothing((Some(new), warnings)));
             }
             Ok(match put_or_finish(new) {
-                Action::Put(v, ()) => Action::Put(v, None),
-                _ => Action::Delete(None),
+                Action::Put(v, ()) => Action::Put(v, (None, warnings)),
+                _ => Action::Delete((None, warnings)),
             })
         })
     })
     .await???;
-    let obj = out.value.or(out.object).expect("patch yields an object");
-    Ok(json_response(200, &obj))
+    let (dry_obj, warnings) = out.value;
+    let obj = dry_obj.or(out.object).expect("patch yields an object");
+    Ok(with_warnings(json_response(200, &obj), &warnings))
 }
 
 fn delete_options(q: &Query, body: &[u8], ct: &str) -> Result<DeleteOptions, ApiError> {
-    let mut opts = DeleteOptions {
-        grace_period_seconds: match q.get("gracePeriodSeconds") {
-            Some(g) => Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?),
-            None => None,
-        },
-        propagation_policy: q.get("propagationPolicy").map(str::to_string),
-        dry_run: q.dry_run(),
-        ..Default::default()
-    };
+    let mut opts =
+        DeleteOptions {
+            grace_period_seconds: match q.get("gracePeriodSeconds") {
+                Some(g) => Some(g.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
+                })?),
+                None => None,
+            },
+            propagation_policy: q.get("propagationPolicy").map(str::to_string),
+            dry_run: q.dry_run(),
+            ..Default::default()
+        };
     if !body.iter().all(u8::is_ascii_whitespace) {
         let b = decode_json(body, ct)?;
         opts.merge_body(&b);
     }
     if let Some(p) = &opts.propagation_policy {
         if !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
-            return Err(ApiError::bad_request(format!("propagationPolicy {p:?} is not supported")));
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy {p:?} is not supported"
+            )));
         }
     }
     Ok(opts)
 }
 
 /// Delete one object; returns the response body (object or Success Status).
-async fn delete_one(state: &Arc<State>, def: &'static ResourceDef, ns: &str, name: &str, opts: DeleteOptions) -> Result<Value, ApiError> {
+async fn delete_one(
+    state: &Arc<State>,
+    def: &'static ResourceDef,
+    ns: &str,
+    name: &str,
+    opts: DeleteOptions,
+) -> Result<Value, ApiError> {
     if def.plural == "namespaces" && ["default", "kube-system", "kube-public"].contains(&name) {
-        return Err(ApiError::forbidden(def, name, "this namespace may not be deleted"));
+        return Err(ApiError::forbidden(
+            def,
+            name,
+            "this namespace may not be deleted",
+        ));
     }
     let store = state.store.clone();
     let key = store_key(def, ns, name);
@@ -625,13 +840,65 @@ async fn delete_one(state: &Arc<State>, def: &'static ResourceDef, ns: &str, nam
     Ok(obj)
 }
 
-async fn delete(state: &Arc<State>, def: &'static ResourceDef, ns: &str, name: &str, q: &Query, body: &[u8], ct: &str) -> Result<Response<Body>, ApiError> {
+async fn delete(
+    state: &Arc<State>,
+    def: &'static ResourceDef,
+    ns: &str,
+    name: &str,
+    q: &Query,
+    body: &[u8],
+    ct: &str,
+) -> Result<Response<Body>, ApiError> {
     let opts = delete_options(q, body, ct)?;
+    let dry = opts.dry_run;
     let v = delete_one(state, def, ns, name, opts).await?;
+    if def.plural == "namespaces" && !dry {
+        // Stand-in for the namespace controller: delete everything in it (pods gracefully).
+        let state = state.clone();
+        let ns = name.to_string();
+        tokio::spawn(async move { empty_namespace(&state, &ns).await });
+    }
     Ok(json_response(200, &v))
 }
 
-async fn delete_collection(state: &Arc<State>, def: &'static ResourceDef, ns: &str, q: &Query, body: &[u8], ct: &str) -> Result<Response<Body>, ApiError> {
+/// Delete every object in namespace `ns` (kube's namespace controller, without the Terminating
+/// phase: the namespace object itself is already gone).
+async fn empty_namespace(state: &Arc<State>, ns: &str) {
+    for def in resources::RESOURCES.iter().filter(|d| d.namespaced) {
+        let store = state.store.clone();
+        let resource = def.qualified();
+        let ns_owned = ns.to_string();
+        let items = match blocking(move || store.list(&resource, Some(&ns_owned))).await {
+            Ok(Ok((items, _))) => items,
+            other => {
+                tracing::warn!(
+                    namespace = ns,
+                    resource = def.plural,
+                    ?other,
+                    "listing for namespace deletion failed"
+                );
+                continue;
+            }
+        };
+        for o in items {
+            let name = object::name_of(&o).to_string();
+            if let Err(e) = delete_one(state, def, ns, &name, DeleteOptions::default()).await {
+                if e.code != 404 {
+                    tracing::warn!(namespace = ns, resource = def.plural, %name, error = %e, "namespace deletion");
+                }
+            }
+        }
+    }
+}
+
+async fn delete_collection(
+    state: &Arc<State>,
+    def: &'static ResourceDef,
+    ns: &str,
+    q: &Query,
+    body: &[u8],
+    ct: &str,
+) -> Result<Response<Body>, ApiError> {
     if def.plural == "namespaces" {
         return Err(ApiError::method_not_allowed());
     }
@@ -643,7 +910,15 @@ async fn delete_collection(state: &Arc<State>, def: &'static ResourceDef, ns: &s
     let (items, rev) = blocking(move || store.list(&resource, ns_owned.as_deref())).await??;
     let mut out = Vec::new();
     for o in items.iter().filter(|o| filter.matches(def, o)) {
-        match delete_one(state, def, object::namespace_of(o), object::name_of(o), opts.clone()).await {
+        match delete_one(
+            state,
+            def,
+            object::namespace_of(o),
+            object::name_of(o),
+            opts.clone(),
+        )
+        .await
+        {
             Ok(v) => out.push(if v["kind"] == "Status" { o.clone() } else { v }),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
@@ -656,26 +931,60 @@ async fn delete_collection(state: &Arc<State>, def: &'static ResourceDef, ns: &s
 }
 
 /// POST pods/{name}/binding.
-async fn binding(state: &Arc<State>, def: &'static ResourceDef, ns: &str, name: &str, b: Value, q: &Query) -> Result<Response<Body>, ApiError> {
+async fn binding(
+    state: &Arc<State>,
+    def: &'static ResourceDef,
+    ns: &str,
+    name: &str,
+    b: Value,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
     let kind = b.get("kind").and_then(Value::as_str).unwrap_or("Binding");
     if kind != "Binding" {
-        return Err(ApiError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind (Binding)")));
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind (Binding)"
+        )));
     }
-    let target_kind = b.pointer("/target/kind").and_then(Value::as_str).unwrap_or("Node");
-    let node = b.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let target_kind = b
+        .pointer("/target/kind")
+        .and_then(Value::as_str)
+        .unwrap_or("Node");
+    let node = b
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if target_kind != "Node" && !target_kind.is_empty() {
-        return Err(ApiError::invalid(def, name, vec![super::status::Cause::invalid("target.kind", &json!(target_kind), "must be empty or 'Node'")]));
+        return Err(ApiError::invalid(
+            def,
+            name,
+            vec![super::status::Cause::invalid(
+                "target.kind",
+                &json!(target_kind),
+                "must be empty or 'Node'",
+            )],
+        ));
     }
     if node.is_empty() {
-        return Err(ApiError::invalid(def, name, vec![super::status::Cause::required("target.name", "")]));
+        return Err(ApiError::invalid(
+            def,
+            name,
+            vec![super::status::Cause::required("target.name", "")],
+        ));
     }
-    let body_name = b.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(name);
+    let body_name = b
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(name);
     if body_name != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
         )));
     }
-    let uid = b.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string);
+    let uid = b
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let store = state.store.clone();
     let key = store_key(def, ns, name);
     let name_s = name.to_string();
@@ -684,7 +993,8 @@ async fn binding(state: &Arc<State>, def: &'static ResourceDef, ns: &str, name: 
     blocking(move || {
         store.transact(&key, |cur| {
             let cur = cur.ok_or_else(|| ApiError::not_found(def, &name_s))?;
-            let conflict = |why: String| ApiError::conflict("pods/binding", "", "pods/binding", &name_s, &why);
+            let conflict =
+                |why: String| ApiError::conflict("pods/binding", "", "pods/binding", &name_s, &why);
             if let Some(u) = &uid {
                 if u != object::uid_of(cur) {
                     return Err(conflict(format!(
@@ -693,20 +1003,37 @@ async fn binding(state: &Arc<State>, def: &'static ResourceDef, ns: &str, name: 
                     )));
                 }
             }
-            if cur.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
-                return Err(conflict(format!("pod {name_s} is being deleted, cannot be assigned to a host")));
+            if cur
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null())
+            {
+                return Err(conflict(format!(
+                    "pod {name_s} is being deleted, cannot be assigned to a host"
+                )));
             }
             if pods::is_bound(cur) {
-                let n = cur.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
-                return Err(conflict(format!("pod {name_s} is already assigned to node {n:?}")));
+                let n = cur
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                return Err(conflict(format!(
+                    "pod {name_s} is already assigned to node {n:?}"
+                )));
             }
             let mut o = cur.clone();
             pods::bind(&mut o, &node, &now);
-            Ok(if dry { Action::Nothing(()) } else { Action::Put(o, ()) })
+            Ok(if dry {
+                Action::Nothing(())
+            } else {
+                Action::Put(o, ())
+            })
         })
     })
     .await???;
-    Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(json_response(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 #[cfg(test)]
@@ -724,38 +1051,81 @@ mod tests {
     fn routes() {
         assert_eq!(route("/version"), Route::Version);
         assert_eq!(route("/api"), Route::Api);
-        assert_eq!(route("/api/v1"), Route::ResourceList { group: "".into(), version: "v1".into() });
-        assert_eq!(route("/apis/coordination.k8s.io"), Route::ApiGroup("coordination.k8s.io".into()));
+        assert_eq!(
+            route("/api/v1"),
+            Route::ResourceList {
+                group: "".into(),
+                version: "v1".into()
+            }
+        );
+        assert_eq!(
+            route("/apis/coordination.k8s.io"),
+            Route::ApiGroup("coordination.k8s.io".into())
+        );
         let t = target(route("/api/v1/namespaces/default/pods/web/exec"));
-        assert_eq!((t.def.plural, t.namespace.as_deref(), t.name.as_deref(), t.sub), ("pods", Some("default"), Some("web"), Some(Sub::Exec)));
+        assert_eq!(
+            (
+                t.def.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub
+            ),
+            ("pods", Some("default"), Some("web"), Some(Sub::Exec))
+        );
         let t = target(route("/api/v1/namespaces/default"));
-        assert_eq!((t.def.plural, t.namespace.as_deref(), t.name.as_deref()), ("namespaces", None, Some("default")));
+        assert_eq!(
+            (t.def.plural, t.namespace.as_deref(), t.name.as_deref()),
+            ("namespaces", None, Some("default"))
+        );
         let t = target(route("/api/v1/namespaces/default/status"));
-        assert_eq!((t.def.plural, t.name.as_deref(), t.sub), ("namespaces", Some("default"), Some(Sub::Status)));
+        assert_eq!(
+            (t.def.plural, t.name.as_deref(), t.sub),
+            ("namespaces", Some("default"), Some(Sub::Status))
+        );
         let t = target(route("/api/v1/namespaces"));
         assert_eq!((t.def.plural, t.name), ("namespaces", None));
         let t = target(route("/api/v1/pods"));
         assert_eq!((t.def.plural, t.namespace), ("pods", None));
         let t = target(route("/api/v1/nodes/n1/status"));
-        assert_eq!((t.def.plural, t.name.as_deref(), t.sub), ("nodes", Some("n1"), Some(Sub::Status)));
-        let t = target(route("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"));
+        assert_eq!(
+            (t.def.plural, t.name.as_deref(), t.sub),
+            ("nodes", Some("n1"), Some(Sub::Status))
+        );
+        let t = target(route(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
+        ));
         assert_eq!((t.def.plural, t.name.as_deref()), ("leases", Some("n1")));
         assert_eq!(route("/api/v1/widgets"), Route::NotFound);
-        assert_eq!(route("/api/v1/namespaces/default/pods/web/nope"), Route::NotFound);
+        assert_eq!(
+            route("/api/v1/namespaces/default/pods/web/nope"),
+            Route::NotFound
+        );
         assert_eq!(route("/api/v1/pods/web"), Route::NotFound);
-        assert_eq!(route("/openapi/v2"), Route::NotFound);
+        assert_eq!(route("/openapi/v2"), Route::OpenApiV2);
         assert_eq!(route("/openapi/v3"), Route::OpenApiV3Root);
-        assert_eq!(route("/openapi/v3/apis/coordination.k8s.io/v1"), Route::OpenApiV3 { group: "coordination.k8s.io".into(), version: "v1".into() });
+        assert_eq!(
+            route("/openapi/v3/apis/coordination.k8s.io/v1"),
+            Route::OpenApiV3 {
+                group: "coordination.k8s.io".into(),
+                version: "v1".into()
+            }
+        );
         assert_eq!(route("/healthz"), Route::Health);
     }
 
     #[test]
     fn accept_negotiation() {
         assert_eq!(negotiate("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"), Repr::Table("v1"));
-        assert_eq!(negotiate("application/json;as=Table;v=v1beta1;g=meta.k8s.io, application/json"), Repr::Table("v1beta1"));
+        assert_eq!(
+            negotiate("application/json;as=Table;v=v1beta1;g=meta.k8s.io, application/json"),
+            Repr::Table("v1beta1")
+        );
         assert_eq!(negotiate("application/json"), Repr::Object);
         assert_eq!(negotiate(""), Repr::Object);
-        assert_eq!(negotiate("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"), Repr::PartialMetadata);
+        assert_eq!(
+            negotiate("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"),
+            Repr::PartialMetadata
+        );
         assert_eq!(
             negotiate("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"),
             Repr::Object
@@ -767,9 +1137,15 @@ mod tests {
         let q = Query::parse(Some("command=ls&command=-l&watch=1&dryRun=All"));
         assert_eq!(q.all("command").collect::<Vec<_>>(), vec!["ls", "-l"]);
         assert!(q.flag("watch") && q.dry_run());
-        assert_eq!(decode_json(b"{bad", "application/json").unwrap_err().code, 400);
+        assert_eq!(
+            decode_json(b"{bad", "application/json").unwrap_err().code,
+            400
+        );
         assert_eq!(decode_json(b"", "application/json").unwrap_err().code, 400);
-        assert_eq!(decode_json(b"a: b", "application/yaml").unwrap_err().code, 415);
+        assert_eq!(
+            decode_json(b"a: b", "application/yaml").unwrap_err().code,
+            415
+        );
         assert!(decode_json(b"{}", "").is_ok());
     }
 }

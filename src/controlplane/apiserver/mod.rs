@@ -3,6 +3,14 @@
 //! log/exec/attach/portforward subresources proxied to kubelets.
 //!
 //! Authorization is not implemented: any authenticated user may do anything.
+//! `/healthz`, `/livez`, `/readyz` answer without a client certificate; everything else needs one.
+//!
+//! Not implemented yet: authorization (RBAC), server-side apply (`application/apply-patch+yaml`
+//! answers 415), `limit`/`continue` paging (lists are always complete), `resourceVersionMatch`,
+//! garbage collection / propagationPolicy (accepted, ignored), the namespace lifecycle
+//! (deleting a namespace removes it at once and deletes its objects in the background), request
+//! bodies in YAML (and protobuf beyond the kinds in [`proto`]), openapi schemas (the /openapi
+//! documents only advertise `fieldValidation`), apps/batch/other groups, events.k8s.io.
 //!
 //! Layout: pure logic in `object` (metadata, deletion decision), `pods` (defaulting, validation),
 //! `selectors`, `patch`, `table`, `discovery`, `status` (errors), `auth` (client-cert subject);
@@ -70,12 +78,15 @@ pub struct ApiServer {
 
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiServer").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("ApiServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
     }
 }
 
 /// Namespaces created on first start.
-pub const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const INITIAL_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Open the store, create the initial namespaces, and bind the listener.
 pub async fn bind(cfg: ApiServerConfig) -> anyhow::Result<ApiServer> {
@@ -87,7 +98,9 @@ pub async fn bind(cfg: ApiServerConfig) -> anyhow::Result<ApiServer> {
     ensure_namespaces(&store).await?;
     let mut tls = (*cfg.tls).clone();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
     let local_addr = listener.local_addr()?;
     let _ = cfg.service_cidr;
     info!(%local_addr, "API server listening");
@@ -196,7 +209,10 @@ impl ApiServer {
             while conns.try_join_next().is_some() {}
         }
         // Let connections finish their graceful shutdown.
-        let _ = tokio::time::timeout(Duration::from_secs(6), async { while conns.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(6), async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
         info!("API server stopped");
         Ok(())
     }

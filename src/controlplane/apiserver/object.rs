@@ -20,7 +20,8 @@ const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -44,7 +45,8 @@ pub fn validate_dns_subdomain(s: &str) -> Option<String> {
     let ok = !s.is_empty()
         && s.split('.').all(|p| {
             !p.is_empty()
-                && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !p.starts_with('-')
                 && !p.ends_with('-')
         });
@@ -60,33 +62,53 @@ const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// A 5-character random suffix for generateName.
 pub fn random_suffix() -> String {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
-    bytes[..5].iter().map(|b| ALPHANUMS[*b as usize % ALPHANUMS.len()] as char).collect()
+    bytes[..5]
+        .iter()
+        .map(|b| ALPHANUMS[*b as usize % ALPHANUMS.len()] as char)
+        .collect()
 }
 
 pub fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 pub fn namespace_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 pub fn uid_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 pub fn rv_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn finalizers_empty(obj: &Value) -> bool {
-    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|f| f.is_empty())
 }
 
 /// Check kind/apiVersion in a request body against the endpoint and fill them in.
-pub fn check_type(def: &ResourceDef, obj: &mut Value, kind: &str, api_version: &str) -> Result<(), ApiError> {
+pub fn check_type(
+    def: &ResourceDef,
+    obj: &mut Value,
+    kind: &str,
+    api_version: &str,
+) -> Result<(), ApiError> {
     let Some(m) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request("the object provided is not a JSON object"));
+        return Err(ApiError::bad_request(
+            "the object provided is not a JSON object",
+        ));
     };
     if let Some(k) = m.get("kind").and_then(Value::as_str) {
         if !k.is_empty() && k != kind {
@@ -111,16 +133,148 @@ pub fn check_type(def: &ResourceDef, obj: &mut Value, kind: &str, api_version: &
     Ok(())
 }
 
+/// How unknown fields are treated (`?fieldValidation=`; kube's default is Warn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(s: Option<&str>) -> Result<FieldValidation, ApiError> {
+        match s {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Paths of fields in `input` that did not survive a typed round trip (`output`): kube's
+/// "unknown field" paths, e.g. `spec.containers[0].bogus`. Nulls are not unknown.
+pub fn unknown_fields(input: &Value, output: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, output) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(w) => unknown_fields(v, w, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                unknown_fields(v, w, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Remove what [`unknown_fields`] reports (kube's decoder drops unknown fields, so they are never
+/// stored).
+pub fn prune_unknown(input: &mut Value, output: &Value) {
+    match (input, output) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.retain(|k, v| v.is_null() || b.contains_key(k));
+            for (k, v) in a.iter_mut() {
+                if let Some(w) = b.get(k) {
+                    prune_unknown(v, w);
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (v, w) in a.iter_mut().zip(b) {
+                prune_unknown(v, w);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Structural check of a body against the typed API (k8s-openapi), like kube's decoder:
+/// wrong JSON types give 400 `Pod in version "v1" cannot be handled as a Pod: ...`; unknown
+/// fields fail with Strict (400 `strict decoding error: unknown field "..."`) or are returned as
+/// warnings with Warn; with Warn and Ignore they are removed from `obj`.
+pub fn typecheck(
+    def: &ResourceDef,
+    obj: &mut Value,
+    fv: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
+    fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
+        v: &Value,
+    ) -> Result<Value, String> {
+        let t = serde_json::from_value::<T>(v.clone()).map_err(|e| e.to_string())?;
+        serde_json::to_value(t).map_err(|e| e.to_string())
+    }
+    let r = match (def.group, def.kind) {
+        ("", "Pod") => check::<core::Pod>(obj),
+        ("", "Node") => check::<core::Node>(obj),
+        ("", "Namespace") => check::<core::Namespace>(obj),
+        ("", "Event") => check::<core::Event>(obj),
+        ("", "ConfigMap") => check::<core::ConfigMap>(obj),
+        ("", "Secret") => check::<core::Secret>(obj),
+        ("", "ServiceAccount") => check::<core::ServiceAccount>(obj),
+        ("", "Service") => check::<core::Service>(obj),
+        ("", "Endpoints") => check::<core::Endpoints>(obj),
+        ("coordination.k8s.io", "Lease") => check::<coord::Lease>(obj),
+        _ => return Ok(vec![]),
+    };
+    let typed = r.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {e}",
+            def.kind, def.version, def.kind
+        ))
+    })?;
+    let mut unknown = Vec::new();
+    unknown_fields(obj, &typed, "", &mut unknown);
+    let msgs: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field {p:?}"))
+        .collect();
+    if fv == FieldValidation::Strict && !msgs.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            msgs.join(", ")
+        )));
+    }
+    if !msgs.is_empty() {
+        prune_unknown(obj, &typed);
+    }
+    Ok(if fv == FieldValidation::Ignore {
+        vec![]
+    } else {
+        msgs
+    })
+}
+
 /// Validate object metadata (name) plus resource-specific validation.
 pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     let name = name_of(obj);
     let mut causes = Vec::new();
     if name.is_empty() {
-        causes.push(Cause::required("metadata.name", "name or generateName is required"));
+        causes.push(Cause::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     } else {
-        let msg = if def.plural == "namespaces" { validate_dns_label(name) } else if def.plural == "events" {
+        let msg = if def.plural == "namespaces" {
+            validate_dns_label(name)
+        } else if def.plural == "events" {
             // Event names are generated as <object>.<hex>; kube only requires a valid path segment.
-            (name.contains('/') || name == "." || name == "..").then(|| "may not contain '/'".to_string())
+            (name.contains('/') || name == "." || name == "..")
+                .then(|| "may not contain '/'".to_string())
         } else {
             validate_dns_subdomain(name)
         };
@@ -144,15 +298,29 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Result<(
 /// Per-resource defaulting on create.
 pub fn default_new(def: &ResourceDef, obj: &mut Value) {
     match def.plural {
-        "pods" => pods::default_pod(obj),
+        "pods" => {
+            // kube's podStrategy.PrepareForCreate: status is the server's (Pending + QoS class).
+            obj["status"] = json!({});
+            pods::default_pod(obj)
+        }
         "namespaces" => {
             if obj.pointer("/spec/finalizers").is_none() {
                 obj["spec"] = json!({"finalizers": ["kubernetes"]});
             }
             obj["status"] = json!({"phase": "Active"});
+            // kube labels every namespace with its name (NamespaceDefaultLabelName).
+            let name = name_of(obj).to_string();
+            if !obj["metadata"].get("labels").is_some_and(Value::is_object) {
+                obj["metadata"]["labels"] = json!({});
+            }
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name.into();
         }
         "services" => {
-            let spec = obj.as_object_mut().unwrap().entry("spec").or_insert_with(|| json!({}));
+            let spec = obj
+                .as_object_mut()
+                .unwrap()
+                .entry("spec")
+                .or_insert_with(|| json!({}));
             if spec.get("type").is_none() {
                 spec["type"] = "ClusterIP".into();
             }
@@ -160,19 +328,22 @@ pub fn default_new(def: &ResourceDef, obj: &mut Value) {
                 spec["sessionAffinity"] = "None".into();
             }
         }
-        "secrets" => {
-            if obj.get("type").is_none() {
-                obj["type"] = "Opaque".into();
-            }
-        }
+        "secrets" if obj.get("type").is_none() => obj["type"] = "Opaque".into(),
         _ => {}
     }
 }
 
 /// Prepare a new object for storage: namespace, name (generateName), uid, creationTimestamp,
 /// defaults, validation. `obj` already passed [`check_type`].
-pub fn prepare_create(def: &ResourceDef, obj: &mut Value, namespace: &str, now: &str) -> Result<(), ApiError> {
-    let meta = obj["metadata"].as_object_mut().expect("check_type made metadata an object");
+pub fn prepare_create(
+    def: &ResourceDef,
+    obj: &mut Value,
+    namespace: &str,
+    now: &str,
+) -> Result<(), ApiError> {
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .expect("check_type made metadata an object");
     if def.namespaced {
         match meta.get("namespace").and_then(Value::as_str) {
             Some(ns) if !ns.is_empty() && ns != namespace => {
@@ -187,9 +358,16 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, namespace: &str, now: 
     } else {
         meta.remove("namespace");
     }
-    let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let has_name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
     if !has_name {
-        if let Some(g) = meta.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+        if let Some(g) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|g| !g.is_empty())
+        {
             let mut base = g.to_string();
             base.truncate(63 - 5);
             meta.insert("name".into(), format!("{base}{}", random_suffix()).into());
@@ -197,7 +375,12 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, namespace: &str, now: 
     }
     meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
     meta.insert("creationTimestamp".into(), now.into());
-    for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+    for k in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
         meta.remove(k);
     }
     if meta.get("generation").is_some() || def.plural == "services" {
@@ -209,7 +392,12 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, namespace: &str, now: 
 
 /// Prepare an update of `old` to `new` (main resource or status subresource), checking the
 /// resourceVersion precondition. Returns the object to store.
-pub fn prepare_update(def: &ResourceDef, mut new: Value, old: &Value, status_only: bool) -> Result<Value, ApiError> {
+pub fn prepare_update(
+    def: &ResourceDef,
+    mut new: Value,
+    old: &Value,
+    status_only: bool,
+) -> Result<Value, ApiError> {
     let name = name_of(old).to_string();
     if !new.get("metadata").is_some_and(Value::is_object) {
         new["metadata"] = json!({});
@@ -243,7 +431,14 @@ pub fn prepare_update(def: &ResourceDef, mut new: Value, old: &Value, status_onl
         return Ok(out);
     }
     // Immutable metadata comes from the stored object.
-    for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
         match old["metadata"].get(k) {
             Some(v) => new["metadata"][k] = v.clone(),
             None => {
@@ -274,9 +469,14 @@ pub fn prepare_update(def: &ResourceDef, mut new: Value, old: &Value, status_onl
 /// Whether an updated object must now be removed (deletion pending, no finalizers left,
 /// grace period over): kube's ShouldDeleteDuringUpdate.
 pub fn should_delete_after_update(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
         && finalizers_empty(obj)
-        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
 }
 
 /// DeleteOptions relevant to us.
@@ -298,7 +498,10 @@ impl DeleteOptions {
         if let Some(u) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
             self.uid = Some(u.into());
         }
-        if let Some(r) = body.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+        if let Some(r) = body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
             self.resource_version = Some(r.into());
         }
         if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
@@ -337,7 +540,10 @@ pub fn delete_decision(
                 def.group,
                 def.plural,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", uid_of(obj)),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    uid_of(obj)
+                ),
             ));
         }
     }
@@ -360,13 +566,25 @@ pub fn delete_decision(
             return Err(ApiError::invalid(
                 def,
                 name,
-                vec![Cause::invalid("gracePeriodSeconds", &json!(g), "must be greater than or equal to 0")],
+                vec![Cause::invalid(
+                    "gracePeriodSeconds",
+                    &json!(g),
+                    "must be greater than or equal to 0",
+                )],
             ));
         }
     }
-    let grace = if def.plural == "pods" { pods::deletion_grace_period(obj, opts.grace_period_seconds) } else { 0 };
-    let pending = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
-    let current_grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+    let grace = if def.plural == "pods" {
+        pods::deletion_grace_period(obj, opts.grace_period_seconds)
+    } else {
+        0
+    };
+    let pending = obj
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
+    let current_grace = obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
     let has_finalizers = !finalizers_empty(obj);
 
     if grace > 0 {
@@ -430,14 +648,84 @@ mod tests {
 
         let mut bad = json!({"metadata": {"name": "x", "namespace": "other"}});
         check_type(pods, &mut bad, "Pod", "v1").unwrap();
-        assert_eq!(prepare_create(pods, &mut bad, "default", "t").unwrap_err().code, 400);
+        assert_eq!(
+            prepare_create(pods, &mut bad, "default", "t")
+                .unwrap_err()
+                .code,
+            400
+        );
         let mut invalid = json!({"metadata": {"name": "Web"}, "spec": {}});
         check_type(pods, &mut invalid, "Pod", "v1").unwrap();
         let e = prepare_create(pods, &mut invalid, "default", "t").unwrap_err();
         assert_eq!(e.code, 422);
-        assert_eq!(e.to_status()["details"]["causes"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            e.to_status()["details"]["causes"].as_array().unwrap().len(),
+            2
+        );
+        let mut typed = json!({"metadata": {"name": "x"}, "spec": {"containers": "nope"}});
+        check_type(pods, &mut typed, "Pod", "v1").unwrap();
+        let e = typecheck(pods, &mut typed, FieldValidation::Warn).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message
+                .starts_with(r#"Pod in version "v1" cannot be handled as a Pod: "#),
+            "{}",
+            e.message
+        );
+        assert!(typecheck(pods, &mut p.clone(), FieldValidation::Strict)
+            .unwrap()
+            .is_empty());
+        let mut extra = p.clone();
+        extra["spec"]["containers"][0]["bogus"] = 1.into();
+        extra["spec"]["nodeName"] = Value::Null;
+        extra["x"] = json!({"y": 1});
+        let e = typecheck(pods, &mut extra.clone(), FieldValidation::Strict).unwrap_err();
+        assert_eq!(
+            e.message,
+            r#"strict decoding error: unknown field "spec.containers[0].bogus", unknown field "x""#
+        );
+        assert!(typecheck(pods, &mut extra.clone(), FieldValidation::Ignore)
+            .unwrap()
+            .is_empty());
+        let w = typecheck(pods, &mut extra, FieldValidation::Warn).unwrap();
+        assert_eq!(
+            w,
+            vec![
+                r#"unknown field "spec.containers[0].bogus""#,
+                r#"unknown field "x""#
+            ]
+        );
+        assert!(extra.get("x").is_none());
+        assert!(extra["spec"]["containers"][0].get("bogus").is_none());
+        assert!(typecheck(pods, &mut extra, FieldValidation::Strict)
+            .unwrap()
+            .is_empty());
         let mut wrong = json!({"kind": "Node"});
-        assert_eq!(check_type(pods, &mut wrong, "Pod", "v1").unwrap_err().code, 400);
+        assert_eq!(
+            check_type(pods, &mut wrong, "Pod", "v1").unwrap_err().code,
+            400
+        );
+    }
+
+    #[test]
+    fn namespace_defaults() {
+        let nsdef = find("", "v1", "namespaces").unwrap();
+        let mut ns = json!({"metadata": {"name": "team-a", "namespace": "x"}});
+        check_type(nsdef, &mut ns, "Namespace", "v1").unwrap();
+        prepare_create(nsdef, &mut ns, "", "t").unwrap();
+        assert_eq!(
+            ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+            "team-a"
+        );
+        assert_eq!(ns["status"]["phase"], "Active");
+        assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
+        assert!(ns["metadata"].get("namespace").is_none());
+        let mut bad = json!({"metadata": {"name": "a.b"}});
+        check_type(nsdef, &mut bad, "Namespace", "v1").unwrap();
+        assert_eq!(
+            prepare_create(nsdef, &mut bad, "", "t").unwrap_err().code,
+            422
+        );
     }
 
     #[test]
@@ -452,14 +740,25 @@ mod tests {
         new["status"]["phase"] = "Running".into();
         let out = prepare_update(pods, new.clone(), &old, false).unwrap();
         assert_eq!(out["metadata"]["labels"]["a"], "b");
-        assert_eq!(out["status"]["phase"], "Pending", "main resource ignores status");
+        assert_eq!(
+            out["status"]["phase"], "Pending",
+            "main resource ignores status"
+        );
         let out = prepare_update(pods, new.clone(), &old, true).unwrap();
         assert_eq!(out["status"]["phase"], "Running");
         new["metadata"]["resourceVersion"] = "6".into();
-        assert_eq!(prepare_update(pods, new.clone(), &old, false).unwrap_err().reason, "Conflict");
+        assert_eq!(
+            prepare_update(pods, new.clone(), &old, false)
+                .unwrap_err()
+                .reason,
+            "Conflict"
+        );
         new["metadata"]["resourceVersion"] = "".into();
         new["metadata"]["name"] = "other".into();
-        assert_eq!(prepare_update(pods, new, &old, false).unwrap_err().code, 400);
+        assert_eq!(
+            prepare_update(pods, new, &old, false).unwrap_err().code,
+            400
+        );
     }
 
     #[test]
@@ -468,28 +767,57 @@ mod tests {
         let bound = json!({"metadata": {"name": "web", "uid": "u1", "resourceVersion": "3"},
                            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
         let d = delete_decision(pods, &bound, &DeleteOptions::default(), ts()).unwrap();
-        let DeleteDecision::Update(o) = d else { panic!("graceful") };
+        let DeleteDecision::Update(o) = d else {
+            panic!("graceful")
+        };
         assert_eq!(o["metadata"]["deletionTimestamp"], "2024-01-01T00:00:30Z");
         assert_eq!(o["metadata"]["deletionGracePeriodSeconds"], 30);
         // A second delete with a longer or equal grace period changes nothing; shorter shortens.
-        assert_eq!(delete_decision(pods, &o, &DeleteOptions::default(), ts()).unwrap(), DeleteDecision::Unchanged);
-        let short = DeleteOptions { grace_period_seconds: Some(5), ..Default::default() };
-        assert!(matches!(delete_decision(pods, &o, &short, ts()).unwrap(), DeleteDecision::Update(_)));
-        let now = DeleteOptions { grace_period_seconds: Some(0), uid: Some("u1".into()), ..Default::default() };
-        assert_eq!(delete_decision(pods, &o, &now, ts()).unwrap(), DeleteDecision::Remove);
-        let wrong = DeleteOptions { grace_period_seconds: Some(0), uid: Some("u2".into()), ..Default::default() };
+        assert_eq!(
+            delete_decision(pods, &o, &DeleteOptions::default(), ts()).unwrap(),
+            DeleteDecision::Unchanged
+        );
+        let short = DeleteOptions {
+            grace_period_seconds: Some(5),
+            ..Default::default()
+        };
+        assert!(matches!(
+            delete_decision(pods, &o, &short, ts()).unwrap(),
+            DeleteDecision::Update(_)
+        ));
+        let now = DeleteOptions {
+            grace_period_seconds: Some(0),
+            uid: Some("u1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            delete_decision(pods, &o, &now, ts()).unwrap(),
+            DeleteDecision::Remove
+        );
+        let wrong = DeleteOptions {
+            grace_period_seconds: Some(0),
+            uid: Some("u2".into()),
+            ..Default::default()
+        };
         let e = delete_decision(pods, &o, &wrong, ts()).unwrap_err();
         assert_eq!(e.code, 409);
-        assert!(e.message.contains("Precondition failed: UID in precondition: u2"));
+        assert!(e
+            .message
+            .contains("Precondition failed: UID in precondition: u2"));
         let unbound = json!({"metadata": {"name": "web"}, "spec": {}});
-        assert_eq!(delete_decision(pods, &unbound, &DeleteOptions::default(), ts()).unwrap(), DeleteDecision::Remove);
+        assert_eq!(
+            delete_decision(pods, &unbound, &DeleteOptions::default(), ts()).unwrap(),
+            DeleteDecision::Remove
+        );
     }
 
     #[test]
     fn finalizers_keep_objects() {
         let cms = find("", "v1", "configmaps").unwrap();
         let cm = json!({"metadata": {"name": "c", "finalizers": ["x/y"]}});
-        let DeleteDecision::Update(o) = delete_decision(cms, &cm, &DeleteOptions::default(), ts()).unwrap() else {
+        let DeleteDecision::Update(o) =
+            delete_decision(cms, &cm, &DeleteOptions::default(), ts()).unwrap()
+        else {
             panic!()
         };
         assert_eq!(o["metadata"]["deletionTimestamp"], "2024-01-01T00:00:00Z");

@@ -68,18 +68,21 @@ pub fn merge(target: &mut Value, patch: &Value) {
 /// The merge key of a list field (by the field's name), as in the core/v1 `patchMergeKey` tags.
 fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "containerStatuses"
-        | "initContainerStatuses" | "imagePullSecrets" | "ownerReferences" | "readinessGates" => match field {
-            "ownerReferences" => "uid",
-            "readinessGates" => "conditionType",
-            _ => "name",
-        },
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "containerStatuses"
+        | "initContainerStatuses"
+        | "imagePullSecrets" => "name",
+        "ownerReferences" => "uid",
+        "readinessGates" => "conditionType",
         "conditions" | "addresses" => "type",
         "ports" => "containerPort",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "podIPs" | "hostIPs" => "ip",
-        "finalizers" => return None,
         _ => return None,
     })
 }
@@ -119,7 +122,17 @@ pub fn strategic(target: &mut Value, patch: &Value, field: &str) {
             }
         }
         Value::Array(items) => {
-            let key = merge_key(field);
+            // Container ports merge on containerPort, service ports on port.
+            let key = match merge_key(field) {
+                Some("containerPort")
+                    if items
+                        .iter()
+                        .any(|i| i.get("containerPort").is_none() && i.get("port").is_some()) =>
+                {
+                    Some("port")
+                }
+                k => k,
+            };
             match (key, target.as_array_mut()) {
                 (Some(key), Some(cur)) if items.iter().all(Value::is_object) => {
                     for item in items {
@@ -153,9 +166,13 @@ fn unescape(tok: &str) -> String {
 
 fn split_pointer(path: &str) -> Result<(String, String), ApiError> {
     if path.is_empty() {
-        return Err(ApiError::bad_request("json patch: the root path is not supported"));
+        return Err(ApiError::bad_request(
+            "json patch: the root path is not supported",
+        ));
     }
-    let idx = path.rfind('/').ok_or_else(|| ApiError::bad_request(format!("json patch: invalid path {path:?}")))?;
+    let idx = path
+        .rfind('/')
+        .ok_or_else(|| ApiError::bad_request(format!("json patch: invalid path {path:?}")))?;
     Ok((path[..idx].to_string(), unescape(&path[idx + 1..])))
 }
 
@@ -166,9 +183,13 @@ fn jp_err(op: &str, path: &str, why: &str) -> ApiError {
 fn remove_at(doc: &mut Value, path: &str) -> Result<Value, ApiError> {
     let (parent, last) = split_pointer(path)?;
     match doc.pointer_mut(&parent) {
-        Some(Value::Object(m)) => m.remove(&last).ok_or_else(|| jp_err("remove", path, "missing value")),
+        Some(Value::Object(m)) => m
+            .remove(&last)
+            .ok_or_else(|| jp_err("remove", path, "missing value")),
         Some(Value::Array(a)) => {
-            let i: usize = last.parse().map_err(|_| jp_err("remove", path, "bad index"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| jp_err("remove", path, "bad index"))?;
             if i < a.len() {
                 Ok(a.remove(i))
             } else {
@@ -200,7 +221,9 @@ fn add_at(doc: &mut Value, path: &str, value: Value, op: &str) -> Result<(), Api
             }
             let i: usize = last.parse().map_err(|_| jp_err(op, path, "bad index"))?;
             if op == "replace" {
-                let slot = a.get_mut(i).ok_or_else(|| jp_err(op, path, "index out of range"))?;
+                let slot = a
+                    .get_mut(i)
+                    .ok_or_else(|| jp_err(op, path, "index out of range"))?;
                 *slot = value;
             } else if i <= a.len() {
                 a.insert(i, value);
@@ -215,12 +238,18 @@ fn add_at(doc: &mut Value, path: &str, value: Value, op: &str) -> Result<(), Api
 
 /// RFC 6902.
 pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
-    let ops = patch.as_array().ok_or_else(|| ApiError::bad_request("json patch must be an array of operations"))?;
+    let ops = patch
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("json patch must be an array of operations"))?;
     let mut doc = target.clone();
     for op in ops {
         let name = op.get("op").and_then(Value::as_str).unwrap_or("");
         let path = op.get("path").and_then(Value::as_str).unwrap_or("");
-        let value = || op.get("value").cloned().ok_or_else(|| ApiError::bad_request(format!("json patch: {name} needs a value")));
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| ApiError::bad_request(format!("json patch: {name} needs a value")))
+        };
         match name {
             "add" | "replace" => add_at(&mut doc, path, value()?, name)?,
             "remove" => {
@@ -231,7 +260,9 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
                 let v = if name == "move" {
                     remove_at(&mut doc, from)?
                 } else {
-                    doc.pointer(from).cloned().ok_or_else(|| jp_err(name, from, "missing value"))?
+                    doc.pointer(from)
+                        .cloned()
+                        .ok_or_else(|| jp_err(name, from, "missing value"))?
                 };
                 add_at(&mut doc, path, v, "add")?;
             }
@@ -244,7 +275,11 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
                     ));
                 }
             }
-            other => return Err(ApiError::bad_request(format!("json patch: unexpected operation {other:?}"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "json patch: unexpected operation {other:?}"
+                )))
+            }
         }
     }
     Ok(doc)
@@ -258,8 +293,16 @@ mod tests {
     #[test]
     fn merge_patch() {
         let t = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"x": [1, 2]}});
-        let out = apply(PatchType::Merge, &t, &json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": {"x": [3]}})).unwrap();
-        assert_eq!(out, json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": {"x": [3]}}));
+        let out = apply(
+            PatchType::Merge,
+            &t,
+            &json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": {"x": [3]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": {"x": [3]}})
+        );
     }
 
     #[test]
@@ -276,7 +319,10 @@ mod tests {
             {"op": "add", "path": "/metadata~1x", "value": true}
         ]);
         let out = json_patch(&t, &p).unwrap();
-        assert_eq!(out, json!({"a": {"b": 5, "c": 2}, "l": [2, 3], "e": 2, "metadata/x": true}));
+        assert_eq!(
+            out,
+            json!({"a": {"b": 5, "c": 2}, "l": [2, 3], "e": 2, "metadata/x": true})
+        );
         assert!(json_patch(&t, &json!([{"op": "replace", "path": "/zz", "value": 1}])).is_err());
         assert!(json_patch(&t, &json!([{"op": "test", "path": "/a/b", "value": 2}])).is_err());
         assert!(json_patch(&t, &json!({"op": "add"})).is_err());
@@ -290,21 +336,53 @@ mod tests {
                        "spec": {"containers": [{"name": "b", "image": "z"}, {"name": "c", "image": "w"}], "tolerations": [2]},
                        "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}});
         let out = apply(PatchType::Strategic, &t, &p).unwrap();
-        assert_eq!(out["spec"]["containers"], json!([{"name": "a", "image": "x"}, {"name": "b", "image": "z"}, {"name": "c", "image": "w"}]));
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "a", "image": "x"}, {"name": "b", "image": "z"}, {"name": "c", "image": "w"}])
+        );
         assert_eq!(out["spec"]["tolerations"], json!([2]));
         assert_eq!(out["status"]["conditions"][0]["status"], "True");
         assert_eq!(out["status"]["conditions"].as_array().unwrap().len(), 2);
         assert!(out.get("$setElementOrder/containers").is_none());
-        let del = apply(PatchType::Strategic, &out, &json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}})).unwrap();
+        let del = apply(
+            PatchType::Strategic,
+            &out,
+            &json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}),
+        )
+        .unwrap();
         assert_eq!(del["spec"]["containers"].as_array().unwrap().len(), 2);
-        let fin = apply(PatchType::Strategic, &json!({"f": ["a", "b"]}), &json!({"$deleteFromPrimitiveList/f": ["a"]})).unwrap();
+        let svc = apply(
+            PatchType::Strategic,
+            &json!({"ports": [{"port": 80, "name": "a"}]}),
+            &json!({"ports": [{"port": 80, "name": "b"}, {"port": 443}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            svc,
+            json!({"ports": [{"port": 80, "name": "b"}, {"port": 443}]})
+        );
+        let fin = apply(
+            PatchType::Strategic,
+            &json!({"f": ["a", "b"]}),
+            &json!({"$deleteFromPrimitiveList/f": ["a"]}),
+        )
+        .unwrap();
         assert_eq!(fin, json!({"f": ["b"]}));
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(PatchType::from_content_type("application/merge-patch+json"), Some(PatchType::Merge));
-        assert_eq!(PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"), Some(PatchType::Strategic));
-        assert_eq!(PatchType::from_content_type("application/apply-patch+yaml"), None);
+        assert_eq!(
+            PatchType::from_content_type("application/merge-patch+json"),
+            Some(PatchType::Merge)
+        );
+        assert_eq!(
+            PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"),
+            Some(PatchType::Strategic)
+        );
+        assert_eq!(
+            PatchType::from_content_type("application/apply-patch+yaml"),
+            None
+        );
     }
 }

@@ -24,7 +24,11 @@ fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
 
 fn default_container(c: &mut Value) {
     let Some(m) = c.as_object_mut() else { return };
-    let image = m.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+    let image = m
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     set_default(m, "imagePullPolicy", default_pull_policy(&image).into());
     set_default(m, "terminationMessagePath", "/dev/termination-log".into());
     set_default(m, "terminationMessagePolicy", "File".into());
@@ -50,7 +54,9 @@ fn default_container(c: &mut Value) {
 /// Apply kube-apiserver's defaults (v1 defaulting plus the DefaultTolerationSeconds, Priority
 /// and ServiceAccount admission defaults, without the token volume) to a new pod.
 pub fn default_pod(pod: &mut Value) {
-    let Some(obj) = pod.as_object_mut() else { return };
+    let Some(obj) = pod.as_object_mut() else {
+        return;
+    };
     let spec = obj.entry("spec").or_insert_with(|| json!({}));
     if let Some(s) = spec.as_object_mut() {
         set_default(s, "restartPolicy", "Always".into());
@@ -71,7 +77,10 @@ pub fn default_pod(pod: &mut Value) {
         }
         let tolerations = s.entry("tolerations").or_insert_with(|| json!([]));
         if let Some(ts) = tolerations.as_array_mut() {
-            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            ] {
                 let present = ts.iter().any(|t| {
                     let k = t.get("key").and_then(Value::as_str);
                     let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
@@ -105,7 +114,12 @@ pub fn qos_class(pod: &Value) -> &'static str {
         let req = c.pointer("/resources/requests").and_then(Value::as_object);
         let lim = c.pointer("/resources/limits").and_then(Value::as_object);
         let relevant = |m: Option<&Map<String, Value>>| {
-            m.map(|m| m.iter().filter(|(k, _)| *k == "cpu" || *k == "memory").count()).unwrap_or(0)
+            m.map(|m| {
+                m.iter()
+                    .filter(|(k, _)| *k == "cpu" || *k == "memory")
+                    .count()
+            })
+            .unwrap_or(0)
         };
         if relevant(req) + relevant(lim) > 0 {
             any = true;
@@ -138,7 +152,12 @@ pub fn validate_pod(pod: &Value) -> Vec<Cause> {
     }
     let mut seen: Vec<String> = Vec::new();
     for key in ["initContainers", "containers"] {
-        let Some(cs) = pod.pointer(&format!("/spec/{key}")).and_then(Value::as_array) else { continue };
+        let Some(cs) = pod
+            .pointer(&format!("/spec/{key}"))
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
         for (i, c) in cs.iter().enumerate() {
             let path = format!("spec.{key}[{i}]");
             match c.get("name").and_then(Value::as_str).unwrap_or("") {
@@ -152,7 +171,12 @@ pub fn validate_pod(pod: &Value) -> Vec<Cause> {
                     seen.push(n.to_string());
                 }
             }
-            if c.get("image").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
+            if c.get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim()
+                .is_empty()
+            {
                 causes.push(Cause::required(format!("{path}.image"), ""));
             }
             if let Some(p) = c.get("imagePullPolicy").and_then(Value::as_str) {
@@ -168,7 +192,11 @@ pub fn validate_pod(pod: &Value) -> Vec<Cause> {
     }
     if let Some(p) = pod.pointer("/spec/restartPolicy").and_then(Value::as_str) {
         if !["Always", "OnFailure", "Never"].contains(&p) {
-            causes.push(Cause::unsupported("spec.restartPolicy", &json!(p), &["Always", "OnFailure", "Never"]));
+            causes.push(Cause::unsupported(
+                "spec.restartPolicy",
+                &json!(p),
+                &["Always", "OnFailure", "Never"],
+            ));
         }
     }
     if let Some(n) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
@@ -217,12 +245,17 @@ pub fn validate_pod_update(new: &Value, old: &Value) -> Vec<Cause> {
 
 /// Whether a pod is bound to a node.
 pub fn is_bound(pod: &Value) -> bool {
-    pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty())
 }
 
 /// Whether the pod reached a terminal phase.
 pub fn is_terminal(pod: &Value) -> bool {
-    matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// The grace period kube-apiserver uses for a pod deletion: the requested one (or the spec's),
@@ -231,7 +264,10 @@ pub fn deletion_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
     if !is_bound(pod) || is_terminal(pod) {
         return 0;
     }
-    let spec = pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+    let spec = pod
+        .pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(30);
     let g = requested.unwrap_or(spec);
     // kube: a negative grace period means "use 1" (a requested -1 is rejected earlier by validation).
     if g < 0 {
@@ -245,8 +281,14 @@ pub fn deletion_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
 pub fn bind(pod: &mut Value, node: &str, now: &str) {
     pod["spec"]["nodeName"] = node.into();
     let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
-    let status = pod.as_object_mut().expect("pod is an object").entry("status").or_insert_with(|| json!({}));
-    let conds = status.as_object_mut().map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+    let status = pod
+        .as_object_mut()
+        .expect("pod is an object")
+        .entry("status")
+        .or_insert_with(|| json!({}));
+    let conds = status
+        .as_object_mut()
+        .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
     if let Some(Value::Array(cs)) = conds {
         cs.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
         cs.push(cond);
@@ -263,7 +305,10 @@ mod tests {
         assert_eq!(default_pull_policy("busybox:latest"), "Always");
         assert_eq!(default_pull_policy("x/busybox:1"), "IfNotPresent");
         assert_eq!(default_pull_policy("localhost:5000/busybox"), "Always");
-        assert_eq!(default_pull_policy("localhost:5000/busybox:1.36"), "IfNotPresent");
+        assert_eq!(
+            default_pull_policy("localhost:5000/busybox:1.36"),
+            "IfNotPresent"
+        );
         assert_eq!(default_pull_policy("busybox@sha256:abc"), "IfNotPresent");
     }
 
@@ -307,15 +352,29 @@ mod tests {
 
     #[test]
     fn pod_validation() {
-        let fields = |p: Value| validate_pod(&p).into_iter().map(|c| c.field).collect::<Vec<_>>();
+        let fields = |p: Value| {
+            validate_pod(&p)
+                .into_iter()
+                .map(|c| c.field)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(fields(json!({"spec": {}})), vec!["spec.containers"]);
         assert_eq!(
-            fields(json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "a", "image": "y"}, {"image": "z"}, {"name": "b"}]}})),
-            vec!["spec.containers[1].name", "spec.containers[2].name", "spec.containers[3].image"]
+            fields(
+                json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "a", "image": "y"}, {"image": "z"}, {"name": "b"}]}})
+            ),
+            vec![
+                "spec.containers[1].name",
+                "spec.containers[2].name",
+                "spec.containers[3].image"
+            ]
         );
         let c = validate_pod(&json!({"spec": {"containers": [{"name": "A", "image": "x"}]}}));
         assert_eq!(c[0].reason, "FieldValueInvalid");
-        assert!(validate_pod(&json!({"spec": {"containers": [{"name": "a", "image": "x"}]}})).is_empty());
+        assert!(
+            validate_pod(&json!({"spec": {"containers": [{"name": "a", "image": "x"}]}}))
+                .is_empty()
+        );
     }
 
     #[test]

@@ -21,8 +21,6 @@ pub enum ProtoError {
 #[derive(Clone, Copy)]
 enum Ty {
     Str,
-    /// bytes, base64 in JSON
-    Bytes,
     Int,
     Bool,
     Msg(&'static [Field]),
@@ -41,10 +39,20 @@ struct Field {
 }
 
 const fn f(num: u64, name: &'static str, ty: Ty) -> Field {
-    Field { num, name, ty, repeated: false }
+    Field {
+        num,
+        name,
+        ty,
+        repeated: false,
+    }
 }
 const fn r(num: u64, name: &'static str, ty: Ty) -> Field {
-    Field { num, name, ty, repeated: true }
+    Field {
+        num,
+        name,
+        ty,
+        repeated: true,
+    }
 }
 
 const OWNER_REF: &[Field] = &[
@@ -133,7 +141,10 @@ const SERVICE_SPEC: &[Field] = &[
     f(20, "allocateLoadBalancerNodePorts", Ty::Bool),
     f(22, "internalTrafficPolicy", Ty::Str),
 ];
-const SERVICE: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(SERVICE_SPEC))];
+const SERVICE: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(SERVICE_SPEC)),
+];
 const PRECONDITIONS: &[Field] = &[f(1, "uid", Ty::Str), f(2, "resourceVersion", Ty::Str)];
 const DELETE_OPTIONS: &[Field] = &[
     f(1, "gracePeriodSeconds", Ty::Int),
@@ -142,7 +153,10 @@ const DELETE_OPTIONS: &[Field] = &[
     f(4, "propagationPolicy", Ty::Str),
     r(5, "dryRun", Ty::Str),
 ];
-const BINDING: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "target", Ty::Msg(OBJECT_REF))];
+const BINDING: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "target", Ty::Msg(OBJECT_REF)),
+];
 
 fn schema(kind: &str) -> Option<&'static [Field]> {
     Some(match kind {
@@ -206,7 +220,10 @@ impl<'a> Reader<'a> {
 }
 
 /// Iterate over (field number, wire type, reader positioned at the value).
-fn fields(buf: &[u8], mut each: impl FnMut(u64, u64, &mut Reader<'_>) -> Result<(), ProtoError>) -> Result<(), ProtoError> {
+fn fields<'a>(
+    buf: &'a [u8],
+    mut each: impl FnMut(u64, u64, &mut Reader<'a>) -> Result<(), ProtoError>,
+) -> Result<(), ProtoError> {
     let mut rd = Reader { b: buf };
     while !rd.b.is_empty() {
         let key = rd.varint()?;
@@ -248,7 +265,9 @@ fn time(buf: &[u8]) -> Result<Option<Value>, ProtoError> {
     if secs == 0 {
         return Ok(None);
     }
-    Ok(jiff::Timestamp::from_second(secs).ok().map(|t| super::object::format_time(t).into()))
+    Ok(jiff::Timestamp::from_second(secs)
+        .ok()
+        .map(|t| super::object::format_time(t).into()))
 }
 
 fn int_or_string(buf: &[u8]) -> Result<Value, ProtoError> {
@@ -268,10 +287,11 @@ fn int_or_string(buf: &[u8]) -> Result<Value, ProtoError> {
 fn message(buf: &[u8], schema: &[Field]) -> Result<Map<String, Value>, ProtoError> {
     let mut out = Map::new();
     fields(buf, |num, wire, rd| {
-        let Some(fd) = schema.iter().find(|f| f.num == num) else { return rd.skip(wire) };
+        let Some(fd) = schema.iter().find(|f| f.num == num) else {
+            return rd.skip(wire);
+        };
         let value: Option<Value> = match (fd.ty, wire) {
             (Ty::Str, 2) => Some(String::from_utf8_lossy(rd.bytes()?).into_owned().into()),
-            (Ty::Bytes, 2) => Some(base64::engine::general_purpose::STANDARD.encode(rd.bytes()?).into()),
             (Ty::Int, 0) => Some((rd.varint()? as i64).into()),
             (Ty::Bool, 0) => Some((rd.varint()? != 0).into()),
             (Ty::Msg(s), 2) => Some(Value::Object(message(rd.bytes()?, s)?)),
@@ -279,7 +299,9 @@ fn message(buf: &[u8], schema: &[Field]) -> Result<Map<String, Value>, ProtoErro
             (Ty::IntOrString, 2) => Some(int_or_string(rd.bytes()?)?),
             (Ty::MapStr | Ty::MapBytes, 2) => {
                 let (k, v) = map_entry(rd.bytes()?, matches!(fd.ty, Ty::MapBytes))?;
-                let m = out.entry(fd.name).or_insert_with(|| Value::Object(Map::new()));
+                let m = out
+                    .entry(fd.name)
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if let Some(m) = m.as_object_mut() {
                     m.insert(k, v);
                 }
@@ -412,7 +434,10 @@ mod tests {
         ld(2, b"Deployment", &mut tm);
         let mut env = b"k8s\0".to_vec();
         ld(1, &tm, &mut env);
-        assert_eq!(decode(&env).unwrap_err(), ProtoError::UnsupportedKind("Deployment".into()));
+        assert_eq!(
+            decode(&env).unwrap_err(),
+            ProtoError::UnsupportedKind("Deployment".into())
+        );
     }
 
     #[test]

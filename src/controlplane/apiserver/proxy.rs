@@ -15,7 +15,10 @@ use crate::streamproxy::Body;
 
 /// Pick the container: the named one, or the only one (kube: "a container name must be specified").
 pub(crate) fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let names: Vec<&str> = ["containers", "initContainers", "ephemeralContainers"]
         .iter()
         .filter_map(|k| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array))
@@ -24,12 +27,18 @@ pub(crate) fn pick_container(pod: &Value, requested: Option<&str>) -> Result<Str
         .collect();
     match requested.filter(|c| !c.is_empty()) {
         Some(c) if names.contains(&c) => Ok(c.to_string()),
-        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
         None => {
             let main: Vec<&str> = pod
                 .pointer("/spec/containers")
                 .and_then(Value::as_array)
-                .map(|cs| cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect())
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c.get("name").and_then(Value::as_str))
+                        .collect()
+                })
                 .unwrap_or_default();
             if main.len() == 1 {
                 Ok(main[0].to_string())
@@ -46,11 +55,27 @@ pub(crate) fn pick_container(pod: &Value, requested: Option<&str>) -> Result<Str
 /// The kubelet's address (`host:port`) from a Node: InternalIP (else the first address) and
 /// daemonEndpoints.kubeletEndpoint.Port (default 10250).
 pub(crate) fn kubelet_address(node: &Value) -> Option<String> {
-    let addrs = node.pointer("/status/addresses").and_then(Value::as_array)?;
-    let pick = |ty: &str| addrs.iter().find(|a| a.get("type").and_then(Value::as_str) == Some(ty));
-    let addr = pick("InternalIP").or_else(|| addrs.first())?.get("address")?.as_str()?;
-    let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(10250);
-    Some(if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") })
+    let addrs = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)?;
+    let pick = |ty: &str| {
+        addrs
+            .iter()
+            .find(|a| a.get("type").and_then(Value::as_str) == Some(ty))
+    };
+    let addr = pick("InternalIP")
+        .or_else(|| addrs.first())?
+        .get("address")?
+        .as_str()?;
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .unwrap_or(10250);
+    Some(if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    })
 }
 
 /// The kubelet path and query for a subresource request (kube-apiserver's translation).
@@ -71,7 +96,12 @@ pub(crate) fn kubelet_path(sub: Sub, ns: &str, pod: &str, container: &str, q: &Q
             format!("/containerLogs/{ns}/{pod}/{container}")
         }
         Sub::Exec | Sub::Attach => {
-            for (from, to) in [("stdin", "input"), ("stdout", "output"), ("stderr", "error"), ("tty", "tty")] {
+            for (from, to) in [
+                ("stdin", "input"),
+                ("stdout", "output"),
+                ("stderr", "error"),
+                ("tty", "tty"),
+            ] {
                 if q.flag(from) {
                     out.append_pair(to, "1");
                 }
@@ -128,15 +158,46 @@ pub(crate) async fn pod_subresource(
     }
     if sub != Sub::Log && is_websocket(&req) {
         // kubectl >= 1.30 tries websockets first and falls back to SPDY on this error.
-        return Err(ApiError::bad_request("websocket upgrades are not supported; use SPDY/3.1"));
+        return Err(ApiError::bad_request(
+            "websocket upgrades are not supported; use SPDY/3.1",
+        ));
     }
     let store = state.store.clone();
     let key = Key::new(&def.qualified(), ns, name);
-    let pod = blocking(move || store.get(&key)).await??.ok_or_else(|| ApiError::not_found(def, name))?;
-    let container = if sub == Sub::PortForward { String::new() } else { pick_container(&pod, q.get("container"))? };
-    let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string();
+    let pod = blocking(move || store.get(&key))
+        .await??
+        .ok_or_else(|| ApiError::not_found(def, name))?;
+    let container = if sub == Sub::PortForward {
+        String::new()
+    } else {
+        pick_container(&pod, q.get("container"))?
+    };
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node_name.is_empty() {
-        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+        if sub == Sub::Log {
+            // kube-apiserver: no location yet, so an empty log.
+            return Ok(http::Response::builder()
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .body(super::handlers::full(""))
+                .expect("valid response"));
+        }
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    if matches!(sub, Sub::Exec | Sub::Attach) {
+        if let Some(phase @ ("Succeeded" | "Failed")) =
+            pod.pointer("/status/phase").and_then(Value::as_str)
+        {
+            let verb = if sub == Sub::Exec { "exec" } else { "attach" };
+            return Err(ApiError::bad_request(format!(
+                "cannot {verb} into a container in a completed pod; current phase is {phase}"
+            )));
+        }
     }
     let nodes = resources::find("", "v1", "nodes").expect("served");
     let store = state.store.clone();
@@ -144,10 +205,15 @@ pub(crate) async fn pod_subresource(
     let node = blocking(move || store.get(&key))
         .await??
         .ok_or_else(|| ApiError::not_found(nodes, &node_name))?;
-    let addr = kubelet_address(&node)
-        .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address for its kubelet")))?;
-    let target = format!("https://{addr}{}", kubelet_path(sub, ns, name, &container, q));
-    let url = url::Url::parse(&target).map_err(|e| ApiError::internal(format!("kubelet URL {target}: {e}")))?;
+    let addr = kubelet_address(&node).ok_or_else(|| {
+        ApiError::internal(format!("node {node_name} has no address for its kubelet"))
+    })?;
+    let target = format!(
+        "https://{addr}{}",
+        kubelet_path(sub, ns, name, &container, q)
+    );
+    let url = url::Url::parse(&target)
+        .map_err(|e| ApiError::internal(format!("kubelet URL {target}: {e}")))?;
     debug!(%url, "proxying to kubelet");
     crate::streamproxy::forward(req, url, Some(state.kubelet_tls.clone()))
         .await
@@ -194,6 +260,9 @@ mod tests {
             kubelet_path(Sub::Log, "default", "web", "a", &q),
             "/containerLogs/default/web/a?follow=true&timestamps=true&tailLines=10"
         );
-        assert_eq!(kubelet_path(Sub::Log, "ns", "p", "c", &Query::default()), "/containerLogs/ns/p/c");
+        assert_eq!(
+            kubelet_path(Sub::Log, "ns", "p", "c", &Query::default()),
+            "/containerLogs/ns/p/c"
+        );
     }
 }

@@ -64,7 +64,16 @@ pub struct ResourceDef {
     pub return_deleted_object: bool,
 }
 
-const FULL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const FULL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 impl ResourceDef {
     /// `pods`, `leases.coordination.k8s.io`: kube's GroupResource string and our storage prefix.
@@ -88,7 +97,9 @@ impl ResourceDef {
     }
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.plural == "namespaces" {
-            &["create", "delete", "get", "list", "patch", "update", "watch"]
+            &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ]
         } else {
             FULL_VERBS
         }
@@ -146,8 +157,32 @@ macro_rules! res {
 
 /// Every resource served.
 pub static RESOURCES: &[ResourceDef] = &[
-    res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &[], &[Sub::Status], Printer::Namespace, true),
-    res!("", "v1", "nodes", "node", "Node", false, &["no"], &[], &[Sub::Status], Printer::Node, false),
+    res!(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+        &[],
+        &[Sub::Status],
+        Printer::Namespace,
+        true
+    ),
+    res!(
+        "",
+        "v1",
+        "nodes",
+        "node",
+        "Node",
+        false,
+        &["no"],
+        &[],
+        &[Sub::Status],
+        Printer::Node,
+        false
+    ),
     res!(
         "",
         "v1",
@@ -157,22 +192,115 @@ pub static RESOURCES: &[ResourceDef] = &[
         true,
         &["po"],
         &["all"],
-        &[Sub::Status, Sub::Binding, Sub::Log, Sub::Exec, Sub::Attach, Sub::PortForward],
+        &[
+            Sub::Status,
+            Sub::Binding,
+            Sub::Log,
+            Sub::Exec,
+            Sub::Attach,
+            Sub::PortForward
+        ],
         Printer::Pod,
         true
     ),
-    res!("", "v1", "events", "event", "Event", true, &["ev"], &[], &[], Printer::Event, false),
-    res!("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], &[], Printer::Default, false),
-    res!("", "v1", "secrets", "secret", "Secret", true, &[], &[], &[], Printer::Default, false),
-    res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], &[], Printer::Default, false),
-    res!("", "v1", "services", "service", "Service", true, &["svc"], &["all"], &[Sub::Status], Printer::Default, false),
-    res!("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], &[], &[], Printer::Default, false),
-    res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], &[], Printer::Default, false),
+    res!(
+        "",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        &[],
+        &[],
+        Printer::Event,
+        false
+    ),
+    res!(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "",
+        "v1",
+        "secrets",
+        "secret",
+        "Secret",
+        true,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "",
+        "v1",
+        "services",
+        "service",
+        "Service",
+        true,
+        &["svc"],
+        &["all"],
+        &[Sub::Status],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "",
+        "v1",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
 ];
 
 /// Look up a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The API groups (other than core) with their versions.
@@ -213,7 +341,11 @@ mod tests {
         assert_eq!(d[0]["shortNames"], json!(["po"]));
         assert_eq!(d[0]["categories"], json!(["all"]));
         let names: Vec<&str> = d.iter().map(|v| v["name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"pods/exec") && names.contains(&"pods/log") && names.contains(&"pods/binding"));
+        assert!(
+            names.contains(&"pods/exec")
+                && names.contains(&"pods/log")
+                && names.contains(&"pods/binding")
+        );
         let exec = d.iter().find(|v| v["name"] == "pods/exec").unwrap();
         assert_eq!(exec["kind"], "PodExecOptions");
         let st = d.iter().find(|v| v["name"] == "pods/status").unwrap();

@@ -42,11 +42,19 @@ fn split_top(s: &str) -> Vec<&str> {
 fn parse_set(s: &str) -> Option<Vec<String>> {
     let s = s.trim();
     let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 impl LabelSelector {
@@ -70,10 +78,16 @@ impl LabelSelector {
             } else if let Some((k, v)) = p.split_once('=') {
                 (k.trim().to_string(), LabelOp::Eq(v.trim().to_string()))
             } else if let Some((k, v)) = p.split_once('>') {
-                let n = v.trim().parse().map_err(|_| bad(&format!("invalid integer value {v:?}")))?;
+                let n = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(&format!("invalid integer value {v:?}")))?;
                 (k.trim().to_string(), LabelOp::Gt(n))
             } else if let Some((k, v)) = p.split_once('<') {
-                let n = v.trim().parse().map_err(|_| bad(&format!("invalid integer value {v:?}")))?;
+                let n = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(&format!("invalid integer value {v:?}")))?;
                 (k.trim().to_string(), LabelOp::Lt(n))
             } else if let Some(idx) = p.find(" notin ").or_else(|| p.find(" notin(")) {
                 let set = parse_set(&p[idx + 6..]).ok_or_else(|| bad("expected '(' for set"))?;
@@ -107,8 +121,12 @@ impl LabelSelector {
             LabelOp::NotIn(set) => get(k).is_none_or(|x| !set.iter().any(|s| s == x)),
             LabelOp::Exists => get(k).is_some(),
             LabelOp::DoesNotExist => get(k).is_none(),
-            LabelOp::Gt(n) => get(k).and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x > *n),
-            LabelOp::Lt(n) => get(k).and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x < *n),
+            LabelOp::Gt(n) => get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x > *n),
+            LabelOp::Lt(n) => get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x < *n),
         })
     }
 }
@@ -153,7 +171,11 @@ fn supported_fields(plural: &str) -> &'static [&'static str] {
 /// The string value of a selectable field ("" when unset, booleans as "true"/"false").
 pub fn field_value(plural: &str, obj: &Value, field: &str) -> String {
     if plural == "events" && field == "source" {
-        return obj.pointer("/source/component").and_then(Value::as_str).unwrap_or("").to_string();
+        return obj
+            .pointer("/source/component")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
     }
     let ptr = format!("/{}", field.replace('.', "/"));
     match obj.pointer(&ptr) {
@@ -180,12 +202,19 @@ impl FieldSelector {
             } else if let Some((f, v)) = p.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{p}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{p}'"
+                )));
             };
             let f = f.trim();
-            if f != "metadata.name" && f != "metadata.namespace" && !supported_fields(plural).contains(&f) {
+            if f != "metadata.name"
+                && f != "metadata.namespace"
+                && !supported_fields(plural).contains(&f)
+            {
                 let _ = kind;
-                return Err(ApiError::bad_request(format!("field label not supported: {f}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {f}"
+                )));
             }
             terms.push((f.to_string(), eq, v.trim().to_string()));
         }
@@ -197,12 +226,17 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, plural: &str, obj: &Value) -> bool {
-        self.0.iter().all(|(f, eq, v)| (field_value(plural, obj, f) == *v) == *eq)
+        self.0
+            .iter()
+            .all(|(f, eq, v)| (field_value(plural, obj, f) == *v) == *eq)
     }
 
     /// The value required by an equality term on `field`, if any (to narrow a list).
     pub fn required(&self, field: &str) -> Option<&str> {
-        self.0.iter().find(|(f, eq, _)| f == field && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(f, eq, _)| f == field && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 }
 
@@ -243,20 +277,30 @@ mod tests {
     #[test]
     fn field_selector_ops() {
         let p = pod(json!({}));
-        let m = |s: &str| FieldSelector::parse(s, "pods", "Pod").unwrap().matches("pods", &p);
+        let m = |s: &str| {
+            FieldSelector::parse(s, "pods", "Pod")
+                .unwrap()
+                .matches("pods", &p)
+        };
         assert!(m("spec.nodeName=n1"));
         assert!(m("spec.nodeName==n1,status.phase!=Failed"));
         assert!(!m("spec.nodeName="));
         assert!(m("metadata.name=p,metadata.namespace=ns"));
         assert!(m("spec.hostNetwork=false"));
         let unbound = json!({"metadata": {"name": "q"}, "spec": {}});
-        assert!(FieldSelector::parse("spec.nodeName=", "pods", "Pod").unwrap().matches("pods", &unbound));
+        assert!(FieldSelector::parse("spec.nodeName=", "pods", "Pod")
+            .unwrap()
+            .matches("pods", &unbound));
         let e = FieldSelector::parse("spec.foo=x", "pods", "Pod").unwrap_err();
         assert_eq!(e.code, 400);
         assert!(FieldSelector::parse("spec.nodeName=x", "configmaps", "ConfigMap").is_err());
         let ev = json!({"involvedObject": {"kind": "Pod", "name": "web"}, "source": {"component": "kubelet"}});
-        let f = FieldSelector::parse("involvedObject.name=web,involvedObject.kind=Pod,source=kubelet", "events", "Event")
-            .unwrap();
+        let f = FieldSelector::parse(
+            "involvedObject.name=web,involvedObject.kind=Pod,source=kubelet",
+            "events",
+            "Event",
+        )
+        .unwrap();
         assert!(f.matches("events", &ev));
         assert_eq!(f.required("involvedObject.name"), Some("web"));
     }

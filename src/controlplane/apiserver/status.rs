@@ -15,27 +15,50 @@ pub struct Cause {
 
 impl Cause {
     pub fn required(field: impl Into<String>, detail: &str) -> Cause {
-        let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
-        Cause { reason: "FieldValueRequired", message, field: field.into() }
+        let message = if detail.is_empty() {
+            "Required value".to_string()
+        } else {
+            format!("Required value: {detail}")
+        };
+        Cause {
+            reason: "FieldValueRequired",
+            message,
+            field: field.into(),
+        }
     }
     pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Cause {
         let v = match value {
             Value::String(s) => format!("{s:?}"),
             other => other.to_string(),
         };
-        let message =
-            if detail.is_empty() { format!("Invalid value: {v}") } else { format!("Invalid value: {v}: {detail}") };
-        Cause { reason: "FieldValueInvalid", message, field: field.into() }
+        let message = if detail.is_empty() {
+            format!("Invalid value: {v}")
+        } else {
+            format!("Invalid value: {v}: {detail}")
+        };
+        Cause {
+            reason: "FieldValueInvalid",
+            message,
+            field: field.into(),
+        }
     }
     pub fn duplicate(field: impl Into<String>, value: &Value) -> Cause {
         let v = match value {
             Value::String(s) => format!("{s:?}"),
             other => other.to_string(),
         };
-        Cause { reason: "FieldValueDuplicate", message: format!("Duplicate value: {v}"), field: field.into() }
+        Cause {
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: {v}"),
+            field: field.into(),
+        }
     }
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
-        Cause { reason: "FieldValueForbidden", message: format!("Forbidden: {detail}"), field: field.into() }
+        Cause {
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {detail}"),
+            field: field.into(),
+        }
     }
     pub fn unsupported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Cause {
         let v = match value {
@@ -45,7 +68,10 @@ impl Cause {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
         Cause {
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: {v}: supported values: {}", list.join(", ")),
+            message: format!(
+                "Unsupported value: {v}: supported values: {}",
+                list.join(", ")
+            ),
             field: field.into(),
         }
     }
@@ -81,7 +107,12 @@ fn details(name: &str, group: &str, kind: &str) -> Value {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
     /// `pods "web" not found`.
     pub fn not_found(def: &ResourceDef, name: &str) -> ApiError {
@@ -132,20 +163,43 @@ impl ApiError {
         let agg = if causes.len() == 1 {
             causes[0].text()
         } else {
-            format!("[{}]", causes.iter().map(Cause::text).collect::<Vec<_>>().join(", "))
+            format!(
+                "[{}]",
+                causes
+                    .iter()
+                    .map(Cause::text)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
-        let kind_q = if def.group.is_empty() { def.kind.to_string() } else { format!("{}.{}", def.kind, def.group) };
+        let kind_q = if def.group.is_empty() {
+            def.kind.to_string()
+        } else {
+            format!("{}.{}", def.kind, def.group)
+        };
         let mut d = details(name, def.group, def.kind);
         d["causes"] = Value::Array(
-            causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect(),
+            causes
+                .iter()
+                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .collect(),
         );
-        ApiError { code: 422, reason: "Invalid", message: format!("{kind_q} {name:?} is invalid: {agg}"), details: Some(d) }
+        ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!("{kind_q} {name:?} is invalid: {agg}"),
+            details: Some(d),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         Self::new(400, "BadRequest", message)
     }
     pub fn method_not_allowed() -> ApiError {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
     pub fn unauthorized() -> ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
@@ -160,10 +214,18 @@ impl ApiError {
         }
     }
     pub fn expired(requested: u64, oldest: u64) -> ApiError {
-        Self::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
     }
     pub fn internal(message: impl Into<String>) -> ApiError {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
     pub fn unsupported_media_type(ct: &str, accepted: &[&str]) -> ApiError {
         Self::new(
@@ -215,8 +277,14 @@ mod tests {
     #[test]
     fn messages_match_kube() {
         let pods = find("", "v1", "pods").unwrap();
-        assert_eq!(ApiError::not_found(pods, "web").message, r#"pods "web" not found"#);
-        assert_eq!(ApiError::already_exists(pods, "web").message, r#"pods "web" already exists"#);
+        assert_eq!(
+            ApiError::not_found(pods, "web").message,
+            r#"pods "web" not found"#
+        );
+        assert_eq!(
+            ApiError::already_exists(pods, "web").message,
+            r#"pods "web" already exists"#
+        );
         assert_eq!(
             ApiError::modified(pods, "web").message,
             r#"Operation cannot be fulfilled on pods "web": the object has been modified; please apply your changes to the latest version and try again"#
@@ -226,14 +294,26 @@ mod tests {
         assert_eq!(e.message, r#"leases.coordination.k8s.io "n1" not found"#);
         assert_eq!(e.to_status()["details"]["group"], "coordination.k8s.io");
         let e = ApiError::invalid(pods, "web", vec![Cause::required("spec.containers", "")]);
-        assert_eq!(e.message, r#"Pod "web" is invalid: spec.containers: Required value"#);
-        assert_eq!(e.to_status()["details"]["causes"][0]["field"], "spec.containers");
+        assert_eq!(
+            e.message,
+            r#"Pod "web" is invalid: spec.containers: Required value"#
+        );
+        assert_eq!(
+            e.to_status()["details"]["causes"][0]["field"],
+            "spec.containers"
+        );
         assert_eq!(e.to_status()["code"], 422);
         let e = ApiError::invalid(
             pods,
             "web",
-            vec![Cause::required("a", ""), Cause::invalid("b", &json!("X"), "bad")],
+            vec![
+                Cause::required("a", ""),
+                Cause::invalid("b", &json!("X"), "bad"),
+            ],
         );
-        assert_eq!(e.message, r#"Pod "web" is invalid: [a: Required value, b: Invalid value: "X": bad]"#);
+        assert_eq!(
+            e.message,
+            r#"Pod "web" is invalid: [a: Required value, b: Invalid value: "X": bad]"#
+        );
     }
 }

@@ -36,7 +36,11 @@ pub fn human_duration(secs: i64) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 60 * 3 {
         return format!("{minutes}m");
@@ -44,28 +48,43 @@ pub fn human_duration(secs: i64) -> String {
     let hours = minutes / 60;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 8 * 24 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{}h", hours / 24, h) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{}h", hours / 24, h)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
         let dy = (hours / 24) % 365;
-        return if dy == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{}d", hours / 24 / 365, dy) };
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{}d", hours / 24 / 365, dy)
+        };
     }
     format!("{}y", hours / 24 / 365)
 }
 
 /// translateTimestampSince: `<unknown>` for missing times.
 pub fn age(ts: Option<&Value>, now: jiff::Timestamp) -> String {
-    let Some(t) = ts.and_then(Value::as_str).and_then(|s| s.parse::<jiff::Timestamp>().ok()) else {
+    let Some(t) = ts
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+    else {
         return "<unknown>".into();
     };
     human_duration(now.duration_since(t).as_secs())
@@ -142,13 +161,20 @@ fn or_none(x: &str) -> String {
 }
 
 fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
-    v.pointer(ptr).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// The pod's STATUS column, like printPod.
 pub fn pod_status_reason(pod: &Value) -> String {
     let phase = s(pod, "/status/phase");
-    let mut reason = if s(pod, "/status/reason").is_empty() { phase.to_string() } else { s(pod, "/status/reason").to_string() };
+    let mut reason = if s(pod, "/status/reason").is_empty() {
+        phase.to_string()
+    } else {
+        s(pod, "/status/reason").to_string()
+    };
     for c in arr(pod, "/status/conditions") {
         if s(c, "/type") == "PodScheduled" && s(c, "/reason") == "SchedulingGated" {
             reason = "SchedulingGated".into();
@@ -173,12 +199,17 @@ pub fn pod_status_reason(pod: &Value) -> String {
             reason = if s(t, "/reason").is_empty() {
                 match t.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
                     Some(sig) => format!("Init:Signal:{sig}"),
-                    None => format!("Init:ExitCode:{}", t.get("exitCode").and_then(Value::as_i64).unwrap_or(0)),
+                    None => format!(
+                        "Init:ExitCode:{}",
+                        t.get("exitCode").and_then(Value::as_i64).unwrap_or(0)
+                    ),
                 }
             } else {
                 format!("Init:{}", s(t, "/reason"))
             };
-        } else if let Some(w) = waiting.filter(|w| !s(w, "/reason").is_empty() && s(w, "/reason") != "PodInitializing") {
+        } else if let Some(w) =
+            waiting.filter(|w| !s(w, "/reason").is_empty() && s(w, "/reason") != "PodInitializing")
+        {
             reason = format!("Init:{}", s(w, "/reason"));
         } else {
             reason = format!("Init:{i}/{}", init_specs.len());
@@ -186,7 +217,9 @@ pub fn pod_status_reason(pod: &Value) -> String {
         initializing = true;
         break;
     }
-    let initialized = arr(pod, "/status/conditions").iter().any(|c| s(c, "/type") == "Initialized" && s(c, "/status") == "True");
+    let initialized = arr(pod, "/status/conditions")
+        .iter()
+        .any(|c| s(c, "/type") == "Initialized" && s(c, "/status") == "True");
     if !initializing || initialized {
         let mut has_running = false;
         for c in arr(pod, "/status/containerStatuses").iter().rev() {
@@ -199,18 +232,31 @@ pub fn pod_status_reason(pod: &Value) -> String {
             } else if let Some(t) = term {
                 reason = match t.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
                     Some(sig) => format!("Signal:{sig}"),
-                    None => format!("ExitCode:{}", t.get("exitCode").and_then(Value::as_i64).unwrap_or(0)),
+                    None => format!(
+                        "ExitCode:{}",
+                        t.get("exitCode").and_then(Value::as_i64).unwrap_or(0)
+                    ),
                 };
-            } else if c.get("ready") == Some(&Value::Bool(true)) && c.pointer("/state/running").is_some() {
+            } else if c.get("ready") == Some(&Value::Bool(true))
+                && c.pointer("/state/running").is_some()
+            {
                 has_running = true;
             }
         }
         if reason == "Completed" && has_running {
-            let ready = arr(pod, "/status/conditions").iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True");
-            reason = if ready { "Running".into() } else { "NotReady".into() };
+            let ready = arr(pod, "/status/conditions")
+                .iter()
+                .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True");
+            reason = if ready {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
         }
     }
-    let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+    let deleting = pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
     if deleting && s(pod, "/status/reason") == "NodeLost" {
         reason = "Unknown".into();
     } else if deleting && phase != "Succeeded" && phase != "Failed" {
@@ -227,7 +273,11 @@ fn pod_cells(pod: &Value, now: jiff::Timestamp) -> Vec<Value> {
     let init_specs = arr(pod, "/spec/initContainers");
     let mut consider = |c: &Value| {
         restarts += c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
-        if let Some(t) = c.pointer("/lastState/terminated/finishedAt").and_then(Value::as_str).and_then(|t| t.parse().ok()) {
+        if let Some(t) = c
+            .pointer("/lastState/terminated/finishedAt")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse().ok())
+        {
             if last_restart.is_none_or(|l| l < t) {
                 last_restart = Some(t);
             }
@@ -244,18 +294,34 @@ fn pod_cells(pod: &Value, now: jiff::Timestamp) -> Vec<Value> {
     }
     for c in arr(pod, "/status/containerStatuses") {
         consider(c);
-        let w = c.pointer("/state/waiting").is_some_and(|w| !s(w, "/reason").is_empty());
+        let w = c
+            .pointer("/state/waiting")
+            .is_some_and(|w| !s(w, "/reason").is_empty());
         let t = c.pointer("/state/terminated").is_some();
-        if !w && !t && c.get("ready") == Some(&Value::Bool(true)) && c.pointer("/state/running").is_some() {
+        if !w
+            && !t
+            && c.get("ready") == Some(&Value::Bool(true))
+            && c.pointer("/state/running").is_some()
+        {
             ready += 1;
         }
     }
     let restarts_str = match last_restart {
-        Some(t) if restarts != 0 => format!("{restarts} ({} ago)", human_duration(now.duration_since(t).as_secs())),
+        Some(t) if restarts != 0 => format!(
+            "{restarts} ({} ago)",
+            human_duration(now.duration_since(t).as_secs())
+        ),
         _ => restarts.to_string(),
     };
-    let ip = arr(pod, "/status/podIPs").first().map(|p| s(p, "/ip").to_string()).unwrap_or_default();
-    let ip = if ip.is_empty() { s(pod, "/status/podIP").to_string() } else { ip };
+    let ip = arr(pod, "/status/podIPs")
+        .first()
+        .map(|p| s(p, "/ip").to_string())
+        .unwrap_or_default();
+    let ip = if ip.is_empty() {
+        s(pod, "/status/podIP").to_string()
+    } else {
+        ip
+    };
     let gates = arr(pod, "/spec/readinessGates");
     let gates_str = if gates.is_empty() {
         "<none>".to_string()
@@ -263,7 +329,12 @@ fn pod_cells(pod: &Value, now: jiff::Timestamp) -> Vec<Value> {
         let conds = arr(pod, "/status/conditions");
         let ok = gates
             .iter()
-            .filter(|g| conds.iter().find(|c| s(c, "/type") == s(g, "/conditionType")).is_some_and(|c| s(c, "/status") == "True"))
+            .filter(|g| {
+                conds
+                    .iter()
+                    .find(|c| s(c, "/type") == s(g, "/conditionType"))
+                    .is_some_and(|c| s(c, "/status") == "True")
+            })
             .count();
         format!("{ok}/{}", gates.len())
     };
@@ -282,7 +353,9 @@ fn pod_cells(pod: &Value, now: jiff::Timestamp) -> Vec<Value> {
 
 fn node_cells(node: &Value, now: jiff::Timestamp) -> Vec<Value> {
     let mut status: Vec<String> = Vec::new();
-    let ready = arr(node, "/status/conditions").iter().find(|c| s(c, "/type") == "Ready");
+    let ready = arr(node, "/status/conditions")
+        .iter()
+        .find(|c| s(c, "/type") == "Ready");
     match ready.map(|c| s(c, "/status")) {
         Some("True") => status.push("Ready".into()),
         Some("False") => status.push("NotReady".into()),
@@ -308,12 +381,21 @@ fn node_cells(node: &Value, now: jiff::Timestamp) -> Vec<Value> {
     roles.sort();
     roles.dedup();
     let addr = |ty: &str| {
-        arr(node, "/status/addresses").iter().find(|a| s(a, "/type") == ty).map(|a| s(a, "/address").to_string()).unwrap_or_default()
+        arr(node, "/status/addresses")
+            .iter()
+            .find(|a| s(a, "/type") == ty)
+            .map(|a| s(a, "/address").to_string())
+            .unwrap_or_default()
     };
     vec![
         s(node, "/metadata/name").into(),
         status.join(",").into(),
-        (if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }).into(),
+        (if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        })
+        .into(),
         age(node.pointer("/metadata/creationTimestamp"), now).into(),
         s(node, "/status/nodeInfo/kubeletVersion").into(),
         or_none(&addr("InternalIP")).into(),
@@ -325,7 +407,10 @@ fn node_cells(node: &Value, now: jiff::Timestamp) -> Vec<Value> {
 }
 
 fn event_cells(ev: &Value, now: jiff::Timestamp) -> Vec<Value> {
-    let first_raw = ev.get("firstTimestamp").filter(|v| !v.is_null()).or_else(|| ev.get("eventTime"));
+    let first_raw = ev
+        .get("firstTimestamp")
+        .filter(|v| !v.is_null())
+        .or_else(|| ev.get("eventTime"));
     let first = age(first_raw, now);
     let mut last = match ev.get("lastTimestamp").filter(|v| !v.is_null()) {
         Some(t) => age(Some(t), now),
@@ -340,13 +425,29 @@ fn event_cells(ev: &Value, now: jiff::Timestamp) -> Vec<Value> {
     }
     let kind = s(ev, "/involvedObject/kind").to_lowercase();
     let name = s(ev, "/involvedObject/name");
-    let target = if name.is_empty() { kind } else { format!("{kind}/{name}") };
+    let target = if name.is_empty() {
+        kind
+    } else {
+        format!("{kind}/{name}")
+    };
     let source = {
         let c = s(ev, "/source/component");
-        let c = if c.is_empty() { s(ev, "/reportingComponent") } else { c };
+        let c = if c.is_empty() {
+            s(ev, "/reportingComponent")
+        } else {
+            c
+        };
         let h = s(ev, "/source/host");
-        let h = if h.is_empty() { s(ev, "/reportingInstance") } else { h };
-        if h.is_empty() { c.to_string() } else { format!("{c}, {h}") }
+        let h = if h.is_empty() {
+            s(ev, "/reportingInstance")
+        } else {
+            h
+        };
+        if h.is_empty() {
+            c.to_string()
+        } else {
+            format!("{c}, {h}")
+        }
     };
     vec![
         last.into(),
@@ -374,7 +475,10 @@ pub fn cells(printer: Printer, obj: &Value, now: jiff::Timestamp) -> Vec<Value> 
         ],
         Printer::Event => event_cells(obj, now),
         Printer::Default => {
-            vec![s(obj, "/metadata/name").into(), age(obj.pointer("/metadata/creationTimestamp"), now).into()]
+            vec![
+                s(obj, "/metadata/name").into(),
+                age(obj.pointer("/metadata/creationTimestamp"), now).into(),
+            ]
         }
     }
 }
@@ -394,8 +498,12 @@ pub fn row(def: &ResourceDef, obj: &Value, include: IncludeObject, now: jiff::Ti
     }
     if def.printer == Printer::Pod {
         match s(obj, "/status/phase") {
-            "Succeeded" => r["conditions"] = json!([{"type": "Completed", "status": "True", "reason": "", "message": "The pod has completed successfully."}]),
-            "Failed" => r["conditions"] = json!([{"type": "Completed", "status": "True", "reason": "", "message": "The pod failed."}]),
+            "Succeeded" => {
+                r["conditions"] = json!([{"type": "Completed", "status": "True", "reason": "", "message": "The pod has completed successfully."}])
+            }
+            "Failed" => {
+                r["conditions"] = json!([{"type": "Completed", "status": "True", "reason": "", "message": "The pod failed."}])
+            }
             _ => {}
         }
     }
@@ -403,7 +511,14 @@ pub fn row(def: &ResourceDef, obj: &Value, include: IncludeObject, now: jiff::Ti
 }
 
 /// A Table of `objs`. `with_columns` false leaves columnDefinitions empty (later watch events).
-pub fn table(def: &ResourceDef, objs: &[&Value], rv: &str, include: IncludeObject, with_columns: bool, now: jiff::Timestamp) -> Value {
+pub fn table(
+    def: &ResourceDef,
+    objs: &[&Value],
+    rv: &str,
+    include: IncludeObject,
+    with_columns: bool,
+    now: jiff::Timestamp,
+) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -444,14 +559,17 @@ mod tests {
         assert_eq!(pod_status_reason(&p), "Pending");
         p["status"]["containerStatuses"] = json!([{"name": "c", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]);
         assert_eq!(pod_status_reason(&p), "ContainerCreating");
-        p["status"]["containerStatuses"][0]["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        p["status"]["containerStatuses"][0]["state"] =
+            json!({"waiting": {"reason": "CrashLoopBackOff"}});
         assert_eq!(pod_status_reason(&p), "CrashLoopBackOff");
         p["status"]["phase"] = "Running".into();
-        p["status"]["containerStatuses"][0]["state"] = json!({"running": {"startedAt": "2024-01-01T11:00:00Z"}});
+        p["status"]["containerStatuses"][0]["state"] =
+            json!({"running": {"startedAt": "2024-01-01T11:00:00Z"}});
         p["status"]["containerStatuses"][0]["ready"] = true.into();
         assert_eq!(pod_status_reason(&p), "Running");
         p["status"]["phase"] = "Succeeded".into();
-        p["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"reason": "Completed", "exitCode": 0}});
+        p["status"]["containerStatuses"][0]["state"] =
+            json!({"terminated": {"reason": "Completed", "exitCode": 0}});
         assert_eq!(pod_status_reason(&p), "Completed");
         p["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": 2}});
         assert_eq!(pod_status_reason(&p), "ExitCode:2");
@@ -470,7 +588,20 @@ mod tests {
             "status": {"phase": "Running", "podIPs": [{"ip": "10.244.0.5"}], "containerStatuses": [{"name": "c", "ready": true, "restartCount": 2,
                 "state": {"running": {}}, "lastState": {"terminated": {"finishedAt": "2024-01-01T11:59:00Z"}}}]}});
         let c = cells(Printer::Pod, &p, now());
-        assert_eq!(c, vec![json!("web"), json!("1/1"), json!("Running"), json!("2 (60s ago)"), json!("2m2s"), json!("10.244.0.5"), json!("n1"), json!("<none>"), json!("<none>")]);
+        assert_eq!(
+            c,
+            vec![
+                json!("web"),
+                json!("1/1"),
+                json!("Running"),
+                json!("2 (60s ago)"),
+                json!("2m2s"),
+                json!("10.244.0.5"),
+                json!("n1"),
+                json!("<none>"),
+                json!("<none>")
+            ]
+        );
         let def = find("", "v1", "pods").unwrap();
         let t = table(def, &[&p], "5", IncludeObject::Metadata, true, now());
         assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 9);

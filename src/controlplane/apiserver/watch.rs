@@ -14,7 +14,7 @@ use super::resources::ResourceDef;
 use super::status::ApiError;
 use super::table::{self, IncludeObject};
 use super::State;
-use crate::controlplane::store::{Event, EventType};
+use crate::controlplane::store::{Event, EventType, StoreError};
 use crate::streamproxy::{Body, BoxError};
 
 /// How often bookmarks are sent when the client allows them.
@@ -22,7 +22,11 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What a stored event means for a watcher with `filter` (kube's "left the selection → DELETED"
 /// rule): None when the watcher does not see it.
-pub(crate) fn translate(def: &ResourceDef, filter: &Filter, e: &Event) -> Option<(EventType, Arc<Value>)> {
+pub(crate) fn translate(
+    def: &ResourceDef,
+    filter: &Filter,
+    e: &Event,
+) -> Option<(EventType, Arc<Value>)> {
     let now = filter.matches(def, &e.object);
     let before = e.prev.as_ref().is_some_and(|p| filter.matches(def, p));
     match e.kind {
@@ -71,7 +75,9 @@ impl Encoder {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        line(&json!({"type": "BOOKMARK", "object": {"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta}}))
+        line(
+            &json!({"type": "BOOKMARK", "object": {"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta}}),
+        )
     }
 }
 
@@ -113,8 +119,26 @@ pub(crate) async fn watch(
     // sendInitialEvents=true with a revision: kube streams the state at that revision; we send
     // the current state, which is at least as new.
     let watch_from = if send_initial { None } else { from };
-    let w = blocking(move || store.watch(&resource, watch_from)).await??;
-    let mut enc = Encoder { def, repr, include: IncludeObject::parse(q.get("includeObject")), sent_columns: false };
+    let w = match blocking(move || store.watch(&resource, watch_from)).await? {
+        Ok(w) => w,
+        // Like kube's watch cache (newErrWatcher): a 200 stream with a single ERROR event.
+        Err(StoreError::Expired { requested, oldest }) => {
+            let status = ApiError::expired(requested, oldest).to_status();
+            let body = line(&json!({"type": "ERROR", "object": status}));
+            return Ok(Response::builder()
+                .status(200)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(super::handlers::full(body))
+                .expect("valid response"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut enc = Encoder {
+        def,
+        repr,
+        include: IncludeObject::parse(q.get("includeObject")),
+        sent_columns: false,
+    };
 
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let shutdown = state.shutdown.clone();
@@ -171,7 +195,9 @@ pub(crate) async fn watch(
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let status = ApiError::expired(last, last + 1).to_status();
-                    let _ = tx.send(line(&json!({"type": "ERROR", "object": status}))).await;
+                    let _ = tx
+                        .send(line(&json!({"type": "ERROR", "object": status})))
+                        .await;
                     return;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -179,7 +205,9 @@ pub(crate) async fn watch(
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
     });
     let body = StreamBody::new(stream).boxed_unsync();
     Ok(Response::builder()
@@ -197,7 +225,13 @@ mod tests {
     use crate::controlplane::store::Key;
 
     fn ev(kind: EventType, prev: Option<Value>, obj: Value) -> Event {
-        Event { revision: 1, kind, key: Key::new("pods", "default", "p"), object: Arc::new(obj), prev: prev.map(Arc::new) }
+        Event {
+            revision: 1,
+            kind,
+            key: Key::new("pods", "default", "p"),
+            object: Arc::new(obj),
+            prev: prev.map(Arc::new),
+        }
     }
 
     #[test]
@@ -206,21 +240,62 @@ mod tests {
         let q = Query::parse(Some("fieldSelector=spec.nodeName%3Dn1"));
         let f = Filter::new(def, Some("default"), &q).unwrap();
         let unbound = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {}});
-        let bound = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"nodeName": "n1"}});
-        let other = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"nodeName": "n2"}});
+        let bound =
+            json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"nodeName": "n1"}});
+        let other =
+            json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"nodeName": "n2"}});
         assert!(translate(def, &f, &ev(EventType::Added, None, unbound.clone())).is_none());
-        assert_eq!(translate(def, &f, &ev(EventType::Modified, Some(unbound.clone()), bound.clone())).unwrap().0, EventType::Added);
-        assert_eq!(translate(def, &f, &ev(EventType::Modified, Some(bound.clone()), bound.clone())).unwrap().0, EventType::Modified);
-        assert_eq!(translate(def, &f, &ev(EventType::Modified, Some(bound.clone()), other)).unwrap().0, EventType::Deleted);
-        assert_eq!(translate(def, &f, &ev(EventType::Deleted, Some(bound.clone()), bound)).unwrap().0, EventType::Deleted);
-        let elsewhere = json!({"metadata": {"name": "p", "namespace": "x"}, "spec": {"nodeName": "n1"}});
+        assert_eq!(
+            translate(
+                def,
+                &f,
+                &ev(EventType::Modified, Some(unbound.clone()), bound.clone())
+            )
+            .unwrap()
+            .0,
+            EventType::Added
+        );
+        assert_eq!(
+            translate(
+                def,
+                &f,
+                &ev(EventType::Modified, Some(bound.clone()), bound.clone())
+            )
+            .unwrap()
+            .0,
+            EventType::Modified
+        );
+        assert_eq!(
+            translate(
+                def,
+                &f,
+                &ev(EventType::Modified, Some(bound.clone()), other)
+            )
+            .unwrap()
+            .0,
+            EventType::Deleted
+        );
+        assert_eq!(
+            translate(def, &f, &ev(EventType::Deleted, Some(bound.clone()), bound))
+                .unwrap()
+                .0,
+            EventType::Deleted
+        );
+        let elsewhere =
+            json!({"metadata": {"name": "p", "namespace": "x"}, "spec": {"nodeName": "n1"}});
         assert!(translate(def, &f, &ev(EventType::Added, None, elsewhere)).is_none());
     }
 
     #[test]
     fn resource_versions() {
-        assert_eq!(parse_rv(&Query::parse(Some("resourceVersion=0"))).unwrap(), None);
-        assert_eq!(parse_rv(&Query::parse(Some("resourceVersion=12"))).unwrap(), Some(12));
+        assert_eq!(
+            parse_rv(&Query::parse(Some("resourceVersion=0"))).unwrap(),
+            None
+        );
+        assert_eq!(
+            parse_rv(&Query::parse(Some("resourceVersion=12"))).unwrap(),
+            Some(12)
+        );
         assert!(parse_rv(&Query::parse(Some("resourceVersion=x"))).is_err());
     }
 }

@@ -22,7 +22,14 @@ impl EventType {
 }
 
 /// The Event object for `obj` (pure). Name `<obj>.<hex nanos>` like client-go.
-pub fn build_event<K>(obj: &K, component: &str, type_: EventType, reason: &str, message: &str, now: jiff::Timestamp) -> Event
+pub fn build_event<K>(
+    obj: &K,
+    component: &str,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    now: jiff::Timestamp,
+) -> Event
 where
     K: Resource<DynamicType = ()>,
 {
@@ -47,7 +54,10 @@ where
         reason: Some(reason.to_owned()),
         message: Some(message.to_owned()),
         type_: Some(type_.as_str().to_owned()),
-        source: Some(EventSource { component: Some(component.to_owned()), host: None }),
+        source: Some(EventSource {
+            component: Some(component.to_owned()),
+            host: None,
+        }),
         reporting_component: Some(component.to_owned()),
         reporting_instance: Some(component.to_owned()),
         first_timestamp: Some(Time(now)),
@@ -83,7 +93,14 @@ mod tests {
         pod.metadata.namespace = Some("ns1".into());
         pod.metadata.uid = Some("u1".into());
         let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
-        let ev = build_event(&pod, "default-scheduler", EventType::Warning, "FailedScheduling", "msg", now);
+        let ev = build_event(
+            &pod,
+            "default-scheduler",
+            EventType::Warning,
+            "FailedScheduling",
+            "msg",
+            now,
+        );
         assert_eq!(ev.metadata.namespace.as_deref(), Some("ns1"));
         assert!(ev.metadata.name.as_deref().unwrap().starts_with("web."));
         assert_eq!(ev.involved_object.kind.as_deref(), Some("Pod"));
@@ -92,7 +109,14 @@ mod tests {
         assert_eq!(ev.type_.as_deref(), Some("Warning"));
         let mut node = Node::default();
         node.metadata.name = Some("n1".into());
-        let ev = build_event(&node, "node-ipam-controller", EventType::Normal, "CIDRNotAvailable", "m", now);
+        let ev = build_event(
+            &node,
+            "node-ipam-controller",
+            EventType::Normal,
+            "CIDRNotAvailable",
+            "m",
+            now,
+        );
         assert_eq!(ev.metadata.namespace.as_deref(), Some("default"));
         assert_eq!(ev.involved_object.namespace, None);
     }

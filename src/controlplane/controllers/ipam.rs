@@ -14,7 +14,11 @@ pub enum IpamError {
     #[error("cluster CIDR {0} is not IPv4 (only IPv4 pod CIDRs are supported)")]
     NotIpv4(IpNetwork),
     #[error("{cidr} is not a /{prefix} inside {cluster}")]
-    Outside { cidr: Ipv4Network, prefix: u8, cluster: Ipv4Network },
+    Outside {
+        cidr: Ipv4Network,
+        prefix: u8,
+        cluster: Ipv4Network,
+    },
 }
 
 /// Allocates `/node_prefix` blocks of `cluster`, round robin from the last allocation.
@@ -30,11 +34,20 @@ pub struct CidrAllocator {
 impl CidrAllocator {
     pub fn new(cluster: Ipv4Network, node_prefix: u8) -> Result<Self, IpamError> {
         if node_prefix < cluster.prefix() || node_prefix > 32 || node_prefix - cluster.prefix() > 24 {
-            return Err(IpamError::BadMask { cluster, prefix: node_prefix });
+            return Err(IpamError::BadMask {
+                cluster,
+                prefix: node_prefix,
+            });
         }
         // Normalise the base address (10.244.1.0/16 -> 10.244.0.0/16).
         let cluster = Ipv4Network::new(cluster.network(), cluster.prefix()).expect("valid prefix");
-        Ok(Self { cluster, node_prefix, count: 1u32 << (node_prefix - cluster.prefix()), used: BTreeSet::new(), next: 0 })
+        Ok(Self {
+            cluster,
+            node_prefix,
+            count: 1u32 << (node_prefix - cluster.prefix()),
+            used: BTreeSet::new(),
+            next: 0,
+        })
     }
 
     pub fn cluster(&self) -> Ipv4Network {
@@ -52,12 +65,19 @@ impl CidrAllocator {
     fn block(&self, index: u32) -> Ipv4Network {
         let size = 1u64 << (32 - u32::from(self.node_prefix));
         let base = u64::from(u32::from(self.cluster.network())) + u64::from(index) * size;
-        Ipv4Network::new(Ipv4Addr::from(u32::try_from(base).expect("inside the cluster CIDR")), self.node_prefix)
-            .expect("valid prefix")
+        Ipv4Network::new(
+            Ipv4Addr::from(u32::try_from(base).expect("inside the cluster CIDR")),
+            self.node_prefix,
+        )
+        .expect("valid prefix")
     }
 
     fn index_of(&self, cidr: Ipv4Network) -> Result<u32, IpamError> {
-        let outside = || IpamError::Outside { cidr, prefix: self.node_prefix, cluster: self.cluster };
+        let outside = || IpamError::Outside {
+            cidr,
+            prefix: self.node_prefix,
+            cluster: self.cluster,
+        };
         if cidr.prefix() != self.node_prefix || !self.cluster.contains(cidr.ip()) || cidr.ip() != cidr.network() {
             return Err(outside());
         }
@@ -136,7 +156,10 @@ pub struct NodeIpam {
 
 impl NodeIpam {
     pub fn new(alloc: CidrAllocator) -> Self {
-        Self { alloc, assigned: BTreeMap::new() }
+        Self {
+            alloc,
+            assigned: BTreeMap::new(),
+        }
     }
 
     pub fn allocator(&self) -> &CidrAllocator {
@@ -147,7 +170,12 @@ impl NodeIpam {
     /// allocations never collide with them.
     pub fn sync(&mut self, nodes: &[NodeView]) -> SyncPlan {
         let present: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-        let gone: Vec<String> = self.assigned.keys().filter(|k| !present.contains(k.as_str())).cloned().collect();
+        let gone: Vec<String> = self
+            .assigned
+            .keys()
+            .filter(|k| !present.contains(k.as_str()))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(a) = self.assigned.remove(&name) {
                 self.alloc.release(a.cidr);
@@ -164,7 +192,14 @@ impl NodeIpam {
             if let Err(e) = self.alloc.occupy(cidr) {
                 tracing::warn!(node = %n.name, error = %e, "node podCIDR outside the cluster CIDR; not tracked");
             }
-            self.assigned.insert(n.name.clone(), Assignment { uid: n.uid.clone(), cidr, in_flight: false });
+            self.assigned.insert(
+                n.name.clone(),
+                Assignment {
+                    uid: n.uid.clone(),
+                    cidr,
+                    in_flight: false,
+                },
+            );
         }
         let mut plan = SyncPlan::default();
         for n in nodes.iter().filter(|n| n.pod_cidr.is_none()) {
@@ -180,7 +215,14 @@ impl NodeIpam {
             }
             match self.alloc.allocate() {
                 Some(cidr) => {
-                    self.assigned.insert(n.name.clone(), Assignment { uid: n.uid.clone(), cidr, in_flight: true });
+                    self.assigned.insert(
+                        n.name.clone(),
+                        Assignment {
+                            uid: n.uid.clone(),
+                            cidr,
+                            in_flight: true,
+                        },
+                    );
                     plan.assign.push((n.name.clone(), cidr));
                 }
                 None => plan.exhausted.push(n.name.clone()),
@@ -218,7 +260,11 @@ mod tests {
     }
 
     fn view(name: &str, cidr: Option<&str>) -> NodeView {
-        NodeView { name: name.into(), uid: format!("uid-{name}"), pod_cidr: cidr.map(net) }
+        NodeView {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            pod_cidr: cidr.map(net),
+        }
     }
 
     #[test]
@@ -263,15 +309,26 @@ mod tests {
     #[test]
     fn remembers_existing_then_assigns() {
         let mut ipam = NodeIpam::new(CidrAllocator::new(net("10.244.0.0/16"), 24).unwrap());
-        let plan = ipam.sync(&[view("a", Some("10.244.0.0/24")), view("b", None), view("c", Some("10.244.1.0/24"))]);
+        let plan = ipam.sync(&[
+            view("a", Some("10.244.0.0/24")),
+            view("b", None),
+            view("c", Some("10.244.1.0/24")),
+        ]);
         assert_eq!(plan.assign, vec![("b".into(), net("10.244.2.0/24"))]);
         // Until the patch is seen, nothing new is planned.
-        assert_eq!(ipam.sync(&[view("a", Some("10.244.0.0/24")), view("b", None)]).assign, vec![]);
+        assert_eq!(
+            ipam.sync(&[view("a", Some("10.244.0.0/24")), view("b", None)]).assign,
+            vec![]
+        );
         // Seen.
         let plan = ipam.sync(&[view("a", Some("10.244.0.0/24")), view("b", Some("10.244.2.0/24"))]);
         assert!(plan.assign.is_empty());
         // c's block was freed when c disappeared; new nodes still go round robin.
-        let plan = ipam.sync(&[view("a", Some("10.244.0.0/24")), view("b", Some("10.244.2.0/24")), view("d", None)]);
+        let plan = ipam.sync(&[
+            view("a", Some("10.244.0.0/24")),
+            view("b", Some("10.244.2.0/24")),
+            view("d", None),
+        ]);
         assert_eq!(plan.assign, vec![("d".into(), net("10.244.3.0/24"))]);
     }
 
@@ -285,7 +342,11 @@ mod tests {
         assert_eq!(ipam.sync(&[view("a", None)]).assign.len(), 1);
         ipam.sync(&[view("a", Some("10.244.1.0/24"))]);
         // Re-created with a new uid and no CIDR: gets one again.
-        let recreated = NodeView { name: "a".into(), uid: "uid-2".into(), pod_cidr: None };
+        let recreated = NodeView {
+            name: "a".into(),
+            uid: "uid-2".into(),
+            pod_cidr: None,
+        };
         let plan = ipam.sync(&[recreated]);
         assert_eq!(plan.assign.len(), 1);
         assert_eq!(ipam.allocator().free(), 255);

@@ -50,10 +50,13 @@ pub async fn run(
     let mut ipam = NodeIpam::new(alloc);
     let (store, writer) = reflector::store::<Node>();
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
-    let mut stream = reflector::reflector(writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .map_ok(|_| ())
-        .boxed();
+    let mut stream = reflector::reflector(
+        writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .map_ok(|_| ())
+    .boxed();
     let driver = {
         let notify = notify.clone();
         async move {
@@ -66,7 +69,10 @@ pub async fn run(
         }
     };
     let main = async {
-        store.wait_until_ready().await.map_err(|e| anyhow::anyhow!("node IPAM cache: {e}"))?;
+        store
+            .wait_until_ready()
+            .await
+            .map_err(|e| anyhow::anyhow!("node IPAM cache: {e}"))?;
         tracing::info!(%cluster, node_prefix, "node IPAM started");
         let mut reported: HashSet<String> = HashSet::new();
         loop {
@@ -84,7 +90,12 @@ pub async fn run(
     }
 }
 
-async fn pass(client: &Client, store: &Store<Node>, ipam: &mut NodeIpam, reported: &mut HashSet<String>) -> Option<Duration> {
+async fn pass(
+    client: &Client,
+    store: &Store<Node>,
+    ipam: &mut NodeIpam,
+    reported: &mut HashSet<String>,
+) -> Option<Duration> {
     let nodes = store.state();
     let views: Vec<NodeView> = nodes.iter().map(|n| node_view(n)).collect();
     let plan = ipam.sync(&views);
@@ -109,7 +120,15 @@ async fn pass(client: &Client, store: &Store<Node>, ipam: &mut NodeIpam, reporte
             tracing::warn!(node = %name, "no pod CIDR available");
             if let Some(node) = nodes.iter().find(|n| n.name_any() == name) {
                 let msg = format!("Node {name} status is now: CIDRNotAvailable");
-                events::record(client, node.as_ref(), COMPONENT, EventType::Normal, "CIDRNotAvailable", &msg).await;
+                events::record(
+                    client,
+                    node.as_ref(),
+                    COMPONENT,
+                    EventType::Normal,
+                    "CIDRNotAvailable",
+                    &msg,
+                )
+                .await;
             }
         }
     }
@@ -128,9 +147,15 @@ mod tests {
         let mut n = Node::default();
         n.metadata.name = Some("a".into());
         assert_eq!(node_view(&n).pod_cidr, None);
-        n.spec = Some(NodeSpec { pod_cidr: Some("10.244.3.0/24".into()), ..Default::default() });
+        n.spec = Some(NodeSpec {
+            pod_cidr: Some("10.244.3.0/24".into()),
+            ..Default::default()
+        });
         assert_eq!(node_view(&n).pod_cidr, Some("10.244.3.0/24".parse().unwrap()));
-        n.spec = Some(NodeSpec { pod_cidr: Some("fd00::/64".into()), ..Default::default() });
+        n.spec = Some(NodeSpec {
+            pod_cidr: Some("fd00::/64".into()),
+            ..Default::default()
+        });
         assert_eq!(node_view(&n).pod_cidr, None);
     }
 }

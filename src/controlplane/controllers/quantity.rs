@@ -34,7 +34,10 @@ fn parse_scaled(s: &str, scale: i32) -> Result<i128, QuantityError> {
     let digits = format!("{int_part}{frac_part}");
     let mut mantissa: i128 = 0;
     for d in digits.bytes() {
-        mantissa = mantissa.checked_mul(10).and_then(|m| m.checked_add(i128::from(d - b'0'))).ok_or_else(err)?;
+        mantissa = mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(i128::from(d - b'0')))
+            .ok_or_else(err)?;
     }
     // value = mantissa * 10^(exp10 - frac_len) * 2^exp2
     let (exp10, exp2): (i32, u32) = match suffix {
@@ -58,18 +61,30 @@ fn parse_scaled(s: &str, scale: i32) -> Result<i128, QuantityError> {
         _ => return Err(err()),
     };
     let frac_len = i32::try_from(frac_part.len()).map_err(|_| err())?;
-    let mut value = mantissa.checked_mul(1i128.checked_shl(exp2).ok_or_else(err)?).ok_or_else(err)?;
+    let mut value = mantissa
+        .checked_mul(1i128.checked_shl(exp2).ok_or_else(err)?)
+        .ok_or_else(err)?;
     let e = exp10 - frac_len + scale;
     if e >= 0 {
-        let p = 10i128.checked_pow(u32::try_from(e).map_err(|_| err())?).ok_or_else(err)?;
+        let p = 10i128
+            .checked_pow(u32::try_from(e).map_err(|_| err())?)
+            .ok_or_else(err)?;
         value = value.checked_mul(p).ok_or_else(err)?;
         Ok(if neg { -value } else { value })
     } else {
-        let p = 10i128.checked_pow(u32::try_from(-e).map_err(|_| err())?).unwrap_or(i128::MAX);
+        let p = 10i128
+            .checked_pow(u32::try_from(-e).map_err(|_| err())?)
+            .unwrap_or(i128::MAX);
         let q = value / p;
         let r = value % p;
         // Round towards +inf: up for positive remainders, truncate for negatives.
-        Ok(if neg { -q } else if r != 0 { q + 1 } else { q })
+        Ok(if neg {
+            -q
+        } else if r != 0 {
+            q + 1
+        } else {
+            q
+        })
     }
 }
 

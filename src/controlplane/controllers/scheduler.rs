@@ -49,20 +49,28 @@ pub async fn run(client: Client, scheduler_name: String, shutdown: CancellationT
 
     let pending_stream = reflector::reflector(
         pending_w,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().fields("spec.nodeName=")),
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields("spec.nodeName="),
+        ),
     )
     .default_backoff()
     .map_ok(|_| ())
     .boxed();
-    let pods_stream = reflector::reflector(pods_w, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .map_ok(|_| ())
-        .boxed();
-    let nodes_stream =
-        reflector::reflector(nodes_w, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
-            .default_backoff()
-            .map_ok(|_| ())
-            .boxed();
+    let pods_stream = reflector::reflector(
+        pods_w,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .map_ok(|_| ())
+    .boxed();
+    let nodes_stream = reflector::reflector(
+        nodes_w,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .map_ok(|_| ())
+    .boxed();
     let mut merged = futures::stream::select_all([pending_stream, pods_stream, nodes_stream]);
     let driver = {
         let notify = notify.clone();
@@ -113,7 +121,10 @@ fn uid(p: &Pod) -> &str {
 }
 
 fn is_bound(p: &Pod) -> bool {
-    p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty())
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
 }
 
 impl Scheduler {
@@ -125,8 +136,9 @@ impl Scheduler {
         let bound: HashSet<&str> = all.iter().filter(|p| is_bound(p)).map(|p| uid(p)).collect();
         let pending_all = self.pending.state();
         let known: HashSet<&str> = all.iter().chain(pending_all.iter()).map(|p| uid(p)).collect();
-        self.assumed
-            .retain(|u, (_, at)| !bound.contains(u.as_str()) && (known.contains(u.as_str()) || at.elapsed() < ASSUME_TTL));
+        self.assumed.retain(|u, (_, at)| {
+            !bound.contains(u.as_str()) && (known.contains(u.as_str()) || at.elapsed() < ASSUME_TTL)
+        });
 
         let mut pending: Vec<Arc<Pod>> = pending_all
             .iter()
@@ -144,13 +156,24 @@ impl Scheduler {
             let prio = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
             prio(b)
                 .cmp(&prio(a))
-                .then_with(|| a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0)))
+                .then_with(|| {
+                    a.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0)
+                        .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                })
                 .then_with(|| a.name_any().cmp(&b.name_any()))
         });
 
         let assumed: Vec<Pod> = self.assumed.values().map(|(p, _)| p.clone()).collect();
         let node_refs: Vec<&Node> = nodes.iter().map(|n| n.as_ref()).collect();
-        let pod_refs: Vec<&Pod> = all.iter().map(|p| p.as_ref()).filter(|p| is_bound(p)).chain(assumed.iter()).collect();
+        let pod_refs: Vec<&Pod> = all
+            .iter()
+            .map(|p| p.as_ref())
+            .filter(|p| is_bound(p))
+            .chain(assumed.iter())
+            .collect();
         let mut infos = node_infos(&node_refs, &pod_refs);
 
         let mut retry = None;
@@ -173,7 +196,15 @@ impl Scheduler {
                                 pod.name_any()
                             );
                             tracing::info!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()), %node, "bound pod");
-                            events::record(&self.client, pod.as_ref(), &self.name, EventType::Normal, "Scheduled", &msg).await;
+                            events::record(
+                                &self.client,
+                                pod.as_ref(),
+                                &self.name,
+                                EventType::Normal,
+                                "Scheduled",
+                                &msg,
+                            )
+                            .await;
                         }
                         Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
                             tracing::debug!(pod = %pod.name_any(), code = s.code, "pod changed or went away before binding");
@@ -181,7 +212,15 @@ impl Scheduler {
                         Err(e) => {
                             tracing::warn!(pod = %pod.name_any(), %node, error = %e, "binding failed");
                             let msg = format!("Binding rejected: {e}");
-                            events::record(&self.client, pod.as_ref(), &self.name, EventType::Warning, "FailedScheduling", &msg).await;
+                            events::record(
+                                &self.client,
+                                pod.as_ref(),
+                                &self.name,
+                                EventType::Warning,
+                                "FailedScheduling",
+                                &msg,
+                            )
+                            .await;
                             retry = Some(RETRY);
                         }
                     }
@@ -192,7 +231,15 @@ impl Scheduler {
                         continue;
                     }
                     tracing::info!(pod = %pod.name_any(), reason = %msg, "pod unschedulable");
-                    events::record(&self.client, pod.as_ref(), &self.name, EventType::Warning, "FailedScheduling", &msg).await;
+                    events::record(
+                        &self.client,
+                        pod.as_ref(),
+                        &self.name,
+                        EventType::Warning,
+                        "FailedScheduling",
+                        &msg,
+                    )
+                    .await;
                     match self.set_unschedulable(&pod, &msg).await {
                         Ok(()) => {
                             self.reported.insert(uid(&pod).to_owned(), msg);
@@ -225,17 +272,22 @@ impl Scheduler {
                 ..Default::default()
             },
         };
-        let _: serde_json::Value =
-            api.create_subresource("binding", &pod.name_any(), &PostParams::default(), &binding).await?;
+        let _: serde_json::Value = api
+            .create_subresource("binding", &pod.name_any(), &PostParams::default(), &binding)
+            .await?;
         Ok(())
     }
 
     async fn set_unschedulable(&self, pod: &Pod, message: &str) -> Result<(), kube::Error> {
         let conditions = unschedulable_conditions(pod, message, jiff::Timestamp::now());
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_else(|| "default".into()));
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            &pod.namespace().unwrap_or_else(|| "default".into()),
+        );
         // A merge patch replaces the whole list, so send every condition.
         let patch = serde_json::json!({ "status": { "conditions": conditions } });
-        api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 }
@@ -243,7 +295,11 @@ impl Scheduler {
 /// The pod's conditions with PodScheduled=False/Unschedulable set (pure). The transition time
 /// is kept when the condition was already False.
 pub fn unschedulable_conditions(pod: &Pod, message: &str, now: jiff::Timestamp) -> Vec<PodCondition> {
-    let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let prev = conditions.iter().position(|c| c.type_ == "PodScheduled");
     let transition = prev
         .and_then(|i| conditions.get(i))
@@ -281,7 +337,11 @@ mod tests {
         assert_eq!(c[0].reason.as_deref(), Some("Unschedulable"));
         pod.status = Some(PodStatus {
             conditions: Some(vec![
-                PodCondition { type_: "Other".into(), status: "True".into(), ..Default::default() },
+                PodCondition {
+                    type_: "Other".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                },
                 c[0].clone(),
             ]),
             ..Default::default()

@@ -5,9 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
 
 use super::quantity::{parse_milli, parse_value};
 
@@ -55,9 +53,17 @@ pub fn node_allocatable(node: &Node) -> Allocatable {
         let q = status
             .and_then(|s| s.allocatable.as_ref().and_then(|a| a.get(name)))
             .or_else(|| status.and_then(|s| s.capacity.as_ref().and_then(|c| c.get(name))))?;
-        if milli { parse_milli(&q.0).ok() } else { parse_value(&q.0).ok() }
+        if milli {
+            parse_milli(&q.0).ok()
+        } else {
+            parse_value(&q.0).ok()
+        }
     };
-    Allocatable { milli_cpu: get("cpu", true), memory: get("memory", false), pods: get("pods", false) }
+    Allocatable {
+        milli_cpu: get("cpu", true),
+        memory: get("memory", false),
+        pods: get("pods", false),
+    }
 }
 
 fn container_request(c: &Container, nonzero: bool) -> Resources {
@@ -80,7 +86,12 @@ fn container_request(c: &Container, nonzero: bool) -> Resources {
 /// overhead) and one pod. With `nonzero`, containers without requests count kube-scheduler's
 /// defaults (for scoring).
 pub fn pod_requests(pod: &Pod, nonzero: bool) -> Resources {
-    let Some(spec) = pod.spec.as_ref() else { return Resources { pods: 1, ..Default::default() } };
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources {
+            pods: 1,
+            ..Default::default()
+        };
+    };
     let mut sum = Resources::default();
     for c in &spec.containers {
         sum.add(&container_request(c, nonzero));
@@ -121,7 +132,12 @@ pub struct NodeInfo<'a> {
 
 impl<'a> NodeInfo<'a> {
     pub fn new(node: &'a Node) -> Self {
-        Self { node, requested: Resources::default(), nonzero_requested: Resources::default(), host_ports: BTreeSet::new() }
+        Self {
+            node,
+            requested: Resources::default(),
+            nonzero_requested: Resources::default(),
+            host_ports: BTreeSet::new(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -138,15 +154,24 @@ impl<'a> NodeInfo<'a> {
 
 /// Whether a pod still occupies its node's resources (not finished).
 pub fn pod_is_active(pod: &Pod) -> bool {
-    !matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"))
+    !matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
 }
 
 /// NodeInfos for `nodes`, with every active pod bound to one of them accounted.
 pub fn node_infos<'a>(nodes: &'a [&'a Node], pods: &[&Pod]) -> Vec<NodeInfo<'a>> {
     let mut infos: Vec<NodeInfo<'a>> = nodes.iter().map(|n| NodeInfo::new(n)).collect();
-    let index: BTreeMap<String, usize> = infos.iter().enumerate().map(|(i, n)| (n.name().to_owned(), i)).collect();
+    let index: BTreeMap<String, usize> = infos
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name().to_owned(), i))
+        .collect();
     for pod in pods {
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else { continue };
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
         if let (Some(&i), true) = (index.get(node), pod_is_active(pod)) {
             infos[i].add_pod(pod);
         }
@@ -155,13 +180,19 @@ pub fn node_infos<'a>(nodes: &'a [&'a Node], pods: &[&Pod]) -> Vec<NodeInfo<'a>>
 }
 
 fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
-    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
     spec.containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
             let hp = p.host_port.filter(|hp| *hp > 0)?;
-            let ip = p.host_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or_else(|| "0.0.0.0".to_owned());
+            let ip = p
+                .host_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or_else(|| "0.0.0.0".to_owned());
             Some((ip, p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()), hp))
         })
         .collect()
@@ -241,10 +272,17 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bo
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
                 return false;
             };
-            if req.operator == "Gt" { v > bound } else { v < bound }
+            if req.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -258,9 +296,15 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         return false;
     }
     let labels = node.metadata.labels.as_ref();
-    exprs.iter().all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
         && fields.iter().all(|r| {
-            let v = if r.key == "metadata.name" { node.metadata.name.as_deref() } else { None };
+            let v = if r.key == "metadata.name" {
+                node.metadata.name.as_deref()
+            } else {
+                None
+            };
             requirement_matches(r, v)
         })
 }
@@ -293,13 +337,20 @@ pub fn filter(pod: &Pod, info: &NodeInfo<'_>) -> Vec<Unfit> {
     }
     let spec = node.spec.as_ref();
     if spec.and_then(|s| s.unschedulable).unwrap_or(false) {
-        let t = Taint { key: TAINT_UNSCHEDULABLE.into(), effect: "NoSchedule".into(), ..Default::default() };
+        let t = Taint {
+            key: TAINT_UNSCHEDULABLE.into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
         if !pod_tolerations(pod).iter().any(|tol| tolerates(tol, &t)) {
             return vec![Unfit::Unschedulable];
         }
     }
     if let Some(t) = untolerated_taint(pod, spec.and_then(|s| s.taints.as_deref()).unwrap_or(&[])) {
-        return vec![Unfit::UntoleratedTaint { key: t.key.clone(), value: t.value.clone().unwrap_or_default() }];
+        return vec![Unfit::UntoleratedTaint {
+            key: t.key.clone(),
+            value: t.value.clone().unwrap_or_default(),
+        }];
     }
     if !matches_node_selector(pod, node) {
         return vec![Unfit::SelectorMismatch];
@@ -319,7 +370,11 @@ pub fn filter(pod: &Pod, info: &NodeInfo<'_>) -> Vec<Unfit> {
     if alloc.pods.is_some_and(|a| info.requested.pods + 1 > a) {
         out.push(Unfit::TooManyPods);
     }
-    if req.milli_cpu > 0 && alloc.milli_cpu.is_some_and(|a| info.requested.milli_cpu + req.milli_cpu > a) {
+    if req.milli_cpu > 0
+        && alloc
+            .milli_cpu
+            .is_some_and(|a| info.requested.milli_cpu + req.milli_cpu > a)
+    {
         out.push(Unfit::Insufficient("cpu"));
     }
     if req.memory > 0 && alloc.memory.is_some_and(|a| info.requested.memory + req.memory > a) {
@@ -377,22 +432,36 @@ pub fn schedule(pod: &Pod, infos: &[NodeInfo<'_>]) -> Result<usize, FitError> {
             }
             continue;
         }
-        let key = (score(pod, info), std::cmp::Reverse(info.requested.pods), std::cmp::Reverse(info.name()), i);
+        let key = (
+            score(pod, info),
+            std::cmp::Reverse(info.requested.pods),
+            std::cmp::Reverse(info.name()),
+            i,
+        );
         if best.as_ref().is_none_or(|b| (key.0, key.1, key.2) > (b.0, b.1, b.2)) {
             best = Some(key);
         }
     }
-    best.map(|b| b.3).ok_or(FitError { num_nodes: infos.len(), reasons })
+    best.map(|b| b.3).ok_or(FitError {
+        num_nodes: infos.len(),
+        reasons,
+    })
 }
 
 /// The pod's scheduler (`spec.schedulerName`, default `default-scheduler`).
 pub fn scheduler_name(pod: &Pod) -> &str {
-    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).filter(|s| !s.is_empty()).unwrap_or("default-scheduler")
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default-scheduler")
 }
 
 /// Whether `pod` waits for `scheduler`: unbound, not being deleted, not finished.
 pub fn needs_scheduling(pod: &Pod, scheduler: &str) -> bool {
-    pod.spec.as_ref().is_some_and(|s| s.node_name.as_deref().unwrap_or("").is_empty())
+    pod.spec
+        .as_ref()
+        .is_some_and(|s| s.node_name.as_deref().unwrap_or("").is_empty())
         && pod.metadata.deletion_timestamp.is_none()
         && pod_is_active(pod)
         && scheduler_name(pod) == scheduler
@@ -414,11 +483,17 @@ mod tests {
 
     fn node(name: &str, ready: bool, cpu: &str, mem: &str, pods: &str) -> Node {
         Node {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             spec: Some(NodeSpec::default()),
             status: Some(NodeStatus {
                 allocatable: Some(
-                    [("cpu", cpu), ("memory", mem), ("pods", pods)].into_iter().map(|(k, v)| (k.to_owned(), q(v))).collect(),
+                    [("cpu", cpu), ("memory", mem), ("pods", pods)]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), q(v)))
+                        .collect(),
                 ),
                 conditions: Some(vec![NodeCondition {
                     type_: "Ready".into(),
@@ -439,11 +514,18 @@ mod tests {
             requests.insert("memory".to_owned(), q(m));
         }
         Pod {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
             spec: Some(PodSpec {
                 containers: vec![Container {
                     name: "c".into(),
-                    resources: Some(ResourceRequirements { requests: Some(requests), ..Default::default() }),
+                    resources: Some(ResourceRequirements {
+                        requests: Some(requests),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -478,9 +560,19 @@ mod tests {
             ..Default::default()
         }]);
         let r = pod_requests(&p, false);
-        assert_eq!(r, Resources { milli_cpu: 300, memory: 1 << 30, pods: 1 });
+        assert_eq!(
+            r,
+            Resources {
+                milli_cpu: 300,
+                memory: 1 << 30,
+                pods: 1
+            }
+        );
         let nz = pod_requests(&pod("e", None, None), true);
-        assert_eq!((nz.milli_cpu, nz.memory), (DEFAULT_MILLI_CPU_REQUEST, DEFAULT_MEMORY_REQUEST));
+        assert_eq!(
+            (nz.milli_cpu, nz.memory),
+            (DEFAULT_MILLI_CPU_REQUEST, DEFAULT_MEMORY_REQUEST)
+        );
         assert_eq!(pod_requests(&pod("e", None, None), false).milli_cpu, 0);
     }
 
@@ -492,7 +584,10 @@ mod tests {
         let err = schedule(&pod("p", None, None), &infos).unwrap_err();
         assert_eq!(err.to_string(), "0/1 nodes are available: 1 node(s) were not ready.");
         let none: Vec<NodeInfo<'_>> = Vec::new();
-        assert_eq!(schedule(&pod("p", None, None), &none).unwrap_err().to_string(), "no nodes available to schedule pods");
+        assert_eq!(
+            schedule(&pod("p", None, None), &none).unwrap_err().to_string(),
+            "no nodes available to schedule pods"
+        );
     }
 
     #[test]
@@ -506,13 +601,22 @@ mod tests {
         // Fits both; b is less allocated.
         assert_eq!(schedule(&pod("p", Some("100m"), None), &infos), Ok(1));
         // Needs 1 cpu: only b.
-        assert_eq!(filter(&pod("p", Some("1"), None), &infos[0]), vec![Unfit::Insufficient("cpu")]);
+        assert_eq!(
+            filter(&pod("p", Some("1"), None), &infos[0]),
+            vec![Unfit::Insufficient("cpu")]
+        );
         // Too big for both.
         let err = schedule(&pod("p", Some("3"), Some("5Gi")), &infos).unwrap_err();
-        assert_eq!(err.to_string(), "0/2 nodes are available: 2 Insufficient cpu, 2 Insufficient memory.");
+        assert_eq!(
+            err.to_string(),
+            "0/2 nodes are available: 2 Insufficient cpu, 2 Insufficient memory."
+        );
         // Finished pods do not count.
         let mut done = bound(pod("d", Some("2"), None), "b");
-        done.status = Some(k8s_openapi::api::core::v1::PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+        done.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
         let infos = node_infos(&nodes, &[&busy, &done]);
         assert_eq!(infos[1].requested.milli_cpu, 0);
     }
@@ -523,7 +627,10 @@ mod tests {
         let p1 = bound(pod("x", None, None), "a");
         let nodes = [&a];
         let infos = node_infos(&nodes, &[&p1]);
-        assert_eq!(schedule(&pod("p", None, None), &infos).unwrap_err().to_string(), "0/1 nodes are available: 1 Too many pods.");
+        assert_eq!(
+            schedule(&pod("p", None, None), &infos).unwrap_err().to_string(),
+            "0/1 nodes are available: 1 Too many pods."
+        );
         let mut bare = node("bare", true, "1", "1", "1");
         bare.status.as_mut().unwrap().allocatable = None;
         let nodes = [&bare];
@@ -535,8 +642,16 @@ mod tests {
     fn taints_tolerations_unschedulable() {
         let mut a = node("a", true, "2", "4Gi", "110");
         a.spec.as_mut().unwrap().taints = Some(vec![
-            Taint { key: "soft".into(), effect: "PreferNoSchedule".into(), ..Default::default() },
-            Taint { key: "node-role.kubernetes.io/control-plane".into(), effect: "NoSchedule".into(), ..Default::default() },
+            Taint {
+                key: "soft".into(),
+                effect: "PreferNoSchedule".into(),
+                ..Default::default()
+            },
+            Taint {
+                key: "node-role.kubernetes.io/control-plane".into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            },
         ]);
         let nodes = [&a];
         let infos = node_infos(&nodes, &[]);
@@ -554,7 +669,12 @@ mod tests {
         }]);
         assert_eq!(schedule(&tp, &infos), Ok(0));
         // Operator Equal needs the value; wrong effect does not tolerate.
-        let t = Taint { key: "k".into(), value: Some("v".into()), effect: "NoExecute".into(), ..Default::default() };
+        let t = Taint {
+            key: "k".into(),
+            value: Some("v".into()),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        };
         let tol = |op: &str, v: Option<&str>, e: Option<&str>| Toleration {
             key: Some("k".into()),
             operator: Some(op.into()),
@@ -565,7 +685,13 @@ mod tests {
         assert!(tolerates(&tol("Equal", Some("v"), None), &t));
         assert!(!tolerates(&tol("Equal", Some("w"), None), &t));
         assert!(!tolerates(&tol("Exists", None, Some("NoSchedule")), &t));
-        assert!(tolerates(&Toleration { operator: Some("Exists".into()), ..Default::default() }, &t));
+        assert!(tolerates(
+            &Toleration {
+                operator: Some("Exists".into()),
+                ..Default::default()
+            },
+            &t
+        ));
 
         let mut u = node("u", true, "2", "4Gi", "110");
         u.spec.as_mut().unwrap().unschedulable = Some(true);
@@ -573,15 +699,24 @@ mod tests {
         let infos = node_infos(&nodes, &[]);
         assert_eq!(filter(&p, &infos[0]), vec![Unfit::Unschedulable]);
         let mut up = p.clone();
-        up.spec.as_mut().unwrap().tolerations =
-            Some(vec![Toleration { key: Some(TAINT_UNSCHEDULABLE.into()), operator: Some("Exists".into()), ..Default::default() }]);
+        up.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            key: Some(TAINT_UNSCHEDULABLE.into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }]);
         assert!(filter(&up, &infos[0]).is_empty());
     }
 
     #[test]
     fn node_selector_and_affinity() {
         let mut a = node("a", true, "2", "4Gi", "110");
-        a.metadata.labels = Some([("disk".to_owned(), "ssd".to_owned()), ("gen".to_owned(), "5".to_owned())].into());
+        a.metadata.labels = Some(
+            [
+                ("disk".to_owned(), "ssd".to_owned()),
+                ("gen".to_owned(), "5".to_owned()),
+            ]
+            .into(),
+        );
         let b = node("b", true, "2", "4Gi", "110");
         let mut p = pod("p", None, None);
         p.spec.as_mut().unwrap().node_selector = Some([("disk".to_owned(), "ssd".to_owned())].into());
@@ -602,19 +737,45 @@ mod tests {
         let with_terms = |p: &mut Pod, terms: Vec<NodeSelectorTerm>| {
             p.spec.as_mut().unwrap().affinity = Some(Affinity {
                 node_affinity: Some(NodeAffinity {
-                    required_during_scheduling_ignored_during_execution: Some(NodeSelector { node_selector_terms: terms }),
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: terms,
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
             });
         };
-        with_terms(&mut p, vec![NodeSelectorTerm { match_expressions: Some(vec![req("gen", "Gt", &["4"])]), ..Default::default() }]);
+        with_terms(
+            &mut p,
+            vec![NodeSelectorTerm {
+                match_expressions: Some(vec![req("gen", "Gt", &["4"])]),
+                ..Default::default()
+            }],
+        );
         assert_eq!(schedule(&p, &infos), Ok(0));
-        with_terms(&mut p, vec![NodeSelectorTerm { match_fields: Some(vec![req("metadata.name", "In", &["b"])]), ..Default::default() }]);
+        with_terms(
+            &mut p,
+            vec![NodeSelectorTerm {
+                match_fields: Some(vec![req("metadata.name", "In", &["b"])]),
+                ..Default::default()
+            }],
+        );
         assert_eq!(schedule(&p, &infos), Ok(1));
-        with_terms(&mut p, vec![NodeSelectorTerm { match_expressions: Some(vec![req("disk", "DoesNotExist", &[])]), ..Default::default() }]);
+        with_terms(
+            &mut p,
+            vec![NodeSelectorTerm {
+                match_expressions: Some(vec![req("disk", "DoesNotExist", &[])]),
+                ..Default::default()
+            }],
+        );
         assert_eq!(schedule(&p, &infos), Ok(1));
-        with_terms(&mut p, vec![NodeSelectorTerm { match_expressions: Some(vec![req("disk", "NotIn", &["ssd"])]), ..Default::default() }]);
+        with_terms(
+            &mut p,
+            vec![NodeSelectorTerm {
+                match_expressions: Some(vec![req("disk", "NotIn", &["ssd"])]),
+                ..Default::default()
+            }],
+        );
         assert_eq!(schedule(&p, &infos), Ok(1));
     }
 
@@ -623,8 +784,11 @@ mod tests {
         let a = node("a", true, "2", "4Gi", "110");
         let with_port = |name: &str| {
             let mut p = pod(name, None, None);
-            p.spec.as_mut().unwrap().containers[0].ports =
-                Some(vec![ContainerPort { container_port: 80, host_port: Some(8080), ..Default::default() }]);
+            p.spec.as_mut().unwrap().containers[0].ports = Some(vec![ContainerPort {
+                container_port: 80,
+                host_port: Some(8080),
+                ..Default::default()
+            }]);
             p
         };
         let existing = bound(with_port("x"), "a");
@@ -654,7 +818,9 @@ mod tests {
         assert!(!needs_scheduling(&p, "other"));
         assert!(!needs_scheduling(&bound(p.clone(), "a"), "default-scheduler"));
         let mut d = p.clone();
-        d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+        d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
         assert!(!needs_scheduling(&d, "default-scheduler"));
     }
 }

@@ -31,9 +31,12 @@ const REVISION_KEY: &str = "revision";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store database: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("corrupt object {key}: {source}")]
-    Corrupt { key: String, source: serde_json::Error },
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
     #[error("too old resource version: {requested} ({oldest})")]
     Expired { requested: u64, oldest: u64 },
 }
@@ -41,11 +44,12 @@ pub enum StoreError {
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+            fn from(e: $t) -> Self { StoreError::Db(Box::new(e.into())) }
         }
     )*};
 }
 db_err!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
@@ -65,7 +69,11 @@ pub struct Key {
 
 impl Key {
     pub fn new(resource: &str, namespace: &str, name: &str) -> Self {
-        Key { resource: resource.into(), namespace: namespace.into(), name: name.into() }
+        Key {
+            resource: resource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
     /// The redb key. NUL never occurs in names, so prefixes are unambiguous.
     fn encode(&self) -> String {
@@ -193,7 +201,12 @@ impl Store {
         let (tx, _) = broadcast::channel(4096);
         Ok(Store {
             db,
-            inner: Mutex::new(Inner { revision, history_start: revision, history: VecDeque::new(), tx }),
+            inner: Mutex::new(Inner {
+                revision,
+                history_start: revision,
+                history: VecDeque::new(),
+                tx,
+            }),
         })
     }
 
@@ -215,9 +228,17 @@ impl Store {
 
     /// All objects of `resource` (in `namespace` if given), sorted by namespace and name, and the
     /// revision of this snapshot.
-    pub fn list(&self, resource: &str, namespace: Option<&str>) -> Result<(Vec<Value>, u64), StoreError> {
+    pub fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Value>, u64), StoreError> {
         let txn = self.db.begin_read()?;
-        let rev = txn.open_table(META)?.get(REVISION_KEY)?.map(|g| g.value()).unwrap_or(0);
+        let rev = txn
+            .open_table(META)?
+            .get(REVISION_KEY)?
+            .map(|g| g.value())
+            .unwrap_or(0);
         let t = txn.open_table(OBJECTS)?;
         let out = scan(&t, resource, namespace)?;
         Ok((out, rev))
@@ -248,13 +269,21 @@ impl Store {
             let rev = inner.revision + 1;
             match action {
                 Action::Nothing(v) => {
-                    return Ok(Ok(Outcome { object: current, value: v, written: false }));
+                    return Ok(Ok(Outcome {
+                        object: current,
+                        value: v,
+                        written: false,
+                    }));
                 }
                 Action::Put(mut obj, v) => {
                     set_resource_version(&mut obj, rev);
                     let bytes = serde_json::to_vec(&obj).expect("JSON values serialize");
                     t.insert(k.as_str(), bytes.as_slice())?;
-                    let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
+                    let kind = if current.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
                     event = Event {
                         revision: rev,
                         kind,
@@ -262,11 +291,19 @@ impl Store {
                         object: Arc::new(obj.clone()),
                         prev: current.map(Arc::new),
                     };
-                    outcome = Outcome { object: Some(obj), value: v, written: true };
+                    outcome = Outcome {
+                        object: Some(obj),
+                        value: v,
+                        written: true,
+                    };
                 }
                 Action::Delete(v) => {
                     let Some(mut old) = current else {
-                        return Ok(Ok(Outcome { object: None, value: v, written: false }));
+                        return Ok(Ok(Outcome {
+                            object: None,
+                            value: v,
+                            written: false,
+                        }));
                     };
                     t.remove(k.as_str())?;
                     let prev = old.clone();
@@ -278,7 +315,11 @@ impl Store {
                         object: Arc::new(old.clone()),
                         prev: Some(Arc::new(prev)),
                     };
-                    outcome = Outcome { object: Some(old), value: v, written: true };
+                    outcome = Outcome {
+                        object: Some(old),
+                        value: v,
+                        written: true,
+                    };
                 }
             }
             let mut meta = txn.open_table(META)?;
@@ -302,11 +343,19 @@ impl Store {
                 let txn = self.db.begin_read()?;
                 let t = txn.open_table(OBJECTS)?;
                 let initial = scan(&t, resource, None)?;
-                Ok(Watch { initial, start_revision: inner.revision, replay: vec![], live })
+                Ok(Watch {
+                    initial,
+                    start_revision: inner.revision,
+                    replay: vec![],
+                    live,
+                })
             }
             Some(rev) => {
                 if rev < inner.history_start {
-                    return Err(StoreError::Expired { requested: rev, oldest: inner.history_start });
+                    return Err(StoreError::Expired {
+                        requested: rev,
+                        oldest: inner.history_start,
+                    });
                 }
                 let replay = inner
                     .history
@@ -314,7 +363,12 @@ impl Store {
                     .filter(|e| e.revision > rev && e.key.resource == resource)
                     .cloned()
                     .collect();
-                Ok(Watch { initial: vec![], start_revision: rev.min(inner.revision), replay, live })
+                Ok(Watch {
+                    initial: vec![],
+                    start_revision: rev.min(inner.revision),
+                    replay,
+                    live,
+                })
             }
         }
     }
@@ -330,7 +384,10 @@ fn push_history(inner: &mut Inner, e: Event) {
 }
 
 fn parse(key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: key.replace('\0', "/"), source })
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: key.replace('\0', "/"),
+        source,
+    })
 }
 
 fn scan(
@@ -352,7 +409,9 @@ fn scan(
 /// Set `metadata.resourceVersion` to `rev`.
 pub fn set_resource_version(obj: &mut Value, rev: u64) {
     if let Some(o) = obj.as_object_mut() {
-        let meta = o.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+        let meta = o
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Default::default()));
         if let Some(m) = meta.as_object_mut() {
             m.insert("resourceVersion".into(), Value::String(rev.to_string()));
         }
@@ -382,7 +441,10 @@ mod tests {
         assert!(k.encode().as_str() >= p.as_str() && k.encode() < end);
         // "pods" must not match "podsx".
         let other = Key::new("podsx", "default", "web").encode();
-        assert!(!(other.as_str() >= prefix("pods", None).as_str() && other < prefix_end(&prefix("pods", None))));
+        assert!(
+            !(other.as_str() >= prefix("pods", None).as_str()
+                && other < prefix_end(&prefix("pods", None)))
+        );
     }
 
     #[test]
@@ -391,12 +453,26 @@ mod tests {
         let path = dir.path().join("store.redb");
         {
             let s = Store::open(&path).unwrap();
-            let a = put(&s, &Key::new("pods", "default", "a"), json!({"metadata":{"name":"a"}}));
+            let a = put(
+                &s,
+                &Key::new("pods", "default", "a"),
+                json!({"metadata":{"name":"a"}}),
+            );
             assert_eq!(a["metadata"]["resourceVersion"], "1");
-            put(&s, &Key::new("pods", "default", "b"), json!({"metadata":{"name":"b"}}));
-            put(&s, &Key::new("pods", "other", "c"), json!({"metadata":{"name":"c"}}));
+            put(
+                &s,
+                &Key::new("pods", "default", "b"),
+                json!({"metadata":{"name":"b"}}),
+            );
+            put(
+                &s,
+                &Key::new("pods", "other", "c"),
+                json!({"metadata":{"name":"c"}}),
+            );
             let r = s
-                .transact::<(), ()>(&Key::new("pods", "default", "b"), |_| Ok(Action::Delete(())))
+                .transact::<(), ()>(&Key::new("pods", "default", "b"), |_| {
+                    Ok(Action::Delete(()))
+                })
                 .unwrap()
                 .unwrap();
             assert_eq!(r.object.unwrap()["metadata"]["resourceVersion"], "4");
@@ -409,10 +485,17 @@ mod tests {
         let (items, _) = s.list("pods", Some("default")).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0]["metadata"]["name"], "a");
-        let c = put(&s, &Key::new("pods", "other", "c"), json!({"metadata":{"name":"c"}}));
+        let c = put(
+            &s,
+            &Key::new("pods", "other", "c"),
+            json!({"metadata":{"name":"c"}}),
+        );
         assert_eq!(c["metadata"]["resourceVersion"], "5");
         // History is empty after reopen: resuming before the reopen revision is too old.
-        assert!(matches!(s.watch("pods", Some(3)), Err(StoreError::Expired { .. })));
+        assert!(matches!(
+            s.watch("pods", Some(3)),
+            Err(StoreError::Expired { .. })
+        ));
         let w = s.watch("pods", Some(4)).unwrap();
         assert_eq!(w.replay.len(), 1);
     }
@@ -424,7 +507,10 @@ mod tests {
         let k = Key::new("nodes", "", "n1");
         let r = s.transact::<(), &str>(&k, |_| Err("nope")).unwrap();
         assert!(r.is_err());
-        let r = s.transact::<(), ()>(&k, |_| Ok(Action::Nothing(()))).unwrap().unwrap();
+        let r = s
+            .transact::<(), ()>(&k, |_| Ok(Action::Nothing(())))
+            .unwrap()
+            .unwrap();
         assert!(!r.written);
         assert_eq!(s.revision(), 0);
     }
@@ -433,15 +519,27 @@ mod tests {
     fn watch_replays_and_goes_live() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
-        put(&s, &Key::new("pods", "default", "a"), json!({"metadata":{"name":"a"}}));
+        put(
+            &s,
+            &Key::new("pods", "default", "a"),
+            json!({"metadata":{"name":"a"}}),
+        );
         put(&s, &Key::new("configmaps", "default", "x"), json!({}));
-        put(&s, &Key::new("pods", "default", "a"), json!({"metadata":{"name":"a"},"x":1}));
+        put(
+            &s,
+            &Key::new("pods", "default", "a"),
+            json!({"metadata":{"name":"a"},"x":1}),
+        );
         let w = s.watch("pods", Some(1)).unwrap();
         assert_eq!(w.replay.len(), 1);
         assert_eq!(w.replay[0].kind, EventType::Modified);
         assert_eq!(w.replay[0].revision, 3);
         let mut live = w.live;
-        put(&s, &Key::new("pods", "default", "b"), json!({"metadata":{"name":"b"}}));
+        put(
+            &s,
+            &Key::new("pods", "default", "b"),
+            json!({"metadata":{"name":"b"}}),
+        );
         let e = live.try_recv().unwrap();
         assert_eq!(e.revision, 4);
         assert_eq!(e.kind, EventType::Added);
