@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod controlplane;
 pub mod cri;
+pub mod k8s;
 pub mod pki;
 pub mod shutdown;
 pub mod streamproxy;

@@ -269,51 +269,13 @@ pub fn container_hash(c: &Container) -> String {
     format!("{h:x}")
 }
 
-/// Parse a Kubernetes quantity into milli-units (cpu) or units (memory) as f64-free integers.
-/// Returns the value multiplied by `scale` (1000 for milli-cpu, 1 for bytes), rounded up.
+/// A Kubernetes quantity times `scale` (1000 for milli-cpu, 1 for bytes), rounded up.
 pub fn parse_quantity(q: &str, scale: i128) -> Option<i64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    // (numerator, denominator) multiplier of the suffix.
-    let (mul, den): (i128, i128) = match suffix {
-        "" => (1, 1),
-        "m" => (1, 1000),
-        "k" => (1_000, 1),
-        "M" => (1_000_000, 1),
-        "G" => (1_000_000_000, 1),
-        "T" => (1_000_000_000_000, 1),
-        "P" => (1_000_000_000_000_000, 1),
-        "Ki" => (1 << 10, 1),
-        "Mi" => (1 << 20, 1),
-        "Gi" => (1 << 30, 1),
-        "Ti" => (1 << 40, 1),
-        "Pi" => (1 << 50, 1),
-        s if s.starts_with(['e', 'E']) => {
-            let exp: u32 = s[1..].parse().ok()?;
-            (10i128.checked_pow(exp)?, 1)
-        }
-        _ => return None,
+    use crate::k8s::quantity::{parse_milli, parse_value};
+    let v = match scale {
+        1000 => parse_milli(q).ok()?,
+        _ => parse_value(q).ok()?.checked_mul(scale)?,
     };
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    let neg = int.starts_with('-');
-    let int = int.trim_start_matches(['+', '-']);
-    let digits = format!("{int}{frac}");
-    let mantissa: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
-    let frac_den = 10i128.checked_pow(frac.len() as u32)?;
-    let n = mantissa.checked_mul(mul)?.checked_mul(scale)?;
-    let d = den * frac_den;
-    let v = (n + d - 1) / d; // ceil
-    let v = if neg { -v } else { v };
     i64::try_from(v).ok()
 }
 
@@ -344,39 +306,7 @@ fn resource(
 
 /// Pod QoS class (Guaranteed / Burstable / BestEffort), as the API server computes it.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let containers = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in containers {
-        let r = c.resources.as_ref();
-        let req = r.and_then(|r| r.requests.as_ref());
-        let lim = r.and_then(|r| r.limits.as_ref());
-        for res in ["cpu", "memory"] {
-            let rq = req.and_then(|m| m.get(res)).map(|q| q.0.as_str());
-            let lm = lim.and_then(|m| m.get(res)).map(|q| q.0.as_str());
-            if rq.is_some() || lm.is_some() {
-                any = true;
-            }
-            match (rq, lm) {
-                (_, None) => guaranteed = false,
-                (Some(a), Some(b)) if parse_quantity(a, 1000) != parse_quantity(b, 1000) => {
-                    guaranteed = false
-                }
-                _ => {}
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    crate::k8s::qos::pod_qos_class(pod.spec.as_ref())
 }
 
 /// CRI Linux resources from requests/limits (kubelet's generateLinuxContainerResources):
@@ -752,7 +682,7 @@ pub(crate) mod tests {
                     {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
                     {"name": "GREETING", "value": "hi-$(NAME)"}
                 ],
-                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}
+                "resources": {"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}}
             }]}}),
         );
         let key = PodKey::of(&p).unwrap();
@@ -800,7 +730,7 @@ pub(crate) mod tests {
             (512, 50_000, 100_000)
         );
         assert_eq!(r.memory_limit_in_bytes, 64 << 20);
-        assert_eq!(r.oom_score_adj, -997); // limits only => requests default to limits => Guaranteed
+        assert_eq!(r.oom_score_adj, -997); // requests == limits (as the API server defaults them) => Guaranteed
     }
 
     #[test]

@@ -425,7 +425,7 @@ pub fn prepare_update(
             }
         }
         if def.plural == "pods" {
-            let qos = pods::qos_class(&out);
+            let qos = crate::k8s::qos::pod_json_qos_class(&out);
             out["status"]["qosClass"] = qos.into();
         }
         return Ok(out);

@@ -93,51 +93,12 @@ pub fn default_pod(pod: &mut Value) {
             }
         }
     }
-    let qos = qos_class(pod);
+    let qos = crate::k8s::qos::pod_json_qos_class(pod);
     let obj = pod.as_object_mut().expect("checked above");
     let status = obj.entry("status").or_insert_with(|| json!({}));
     if let Some(st) = status.as_object_mut() {
         set_default(st, "phase", "Pending".into());
         st.insert("qosClass".into(), qos.into());
-    }
-}
-
-/// The pod's QoS class (BestEffort, Burstable, Guaranteed), from container requests/limits.
-pub fn qos_class(pod: &Value) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    let containers = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|k| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array))
-        .flatten();
-    for c in containers {
-        let req = c.pointer("/resources/requests").and_then(Value::as_object);
-        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
-        let relevant = |m: Option<&Map<String, Value>>| {
-            m.map(|m| {
-                m.iter()
-                    .filter(|(k, _)| *k == "cpu" || *k == "memory")
-                    .count()
-            })
-            .unwrap_or(0)
-        };
-        if relevant(req) + relevant(lim) > 0 {
-            any = true;
-        }
-        for r in ["cpu", "memory"] {
-            let l = lim.and_then(|m| m.get(r));
-            let q = req.and_then(|m| m.get(r)).or(l);
-            if l.is_none() || q != l {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
     }
 }
 
@@ -342,12 +303,14 @@ mod tests {
 
     #[test]
     fn qos() {
-        let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
-        assert_eq!(qos_class(&g), "Guaranteed");
+        // Defaulting copies limits to requests before the class is computed.
+        let mut g = json!({"metadata": {"name": "g"}, "spec": {"containers": [{"name": "c", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        default_pod(&mut g);
+        assert_eq!(g["status"]["qosClass"], "Guaranteed");
         let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
-        assert_eq!(qos_class(&b), "Burstable");
+        assert_eq!(crate::k8s::qos::pod_json_qos_class(&b), "Burstable");
         let e = json!({"spec": {"containers": [{"resources": {}}]}});
-        assert_eq!(qos_class(&e), "BestEffort");
+        assert_eq!(crate::k8s::qos::pod_json_qos_class(&e), "BestEffort");
     }
 
     #[test]

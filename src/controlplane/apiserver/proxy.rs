@@ -215,15 +215,54 @@ pub(crate) async fn pod_subresource(
     let url = url::Url::parse(&target)
         .map_err(|e| ApiError::internal(format!("kubelet URL {target}: {e}")))?;
     debug!(%url, "proxying to kubelet");
-    crate::streamproxy::forward(req, url, Some(state.kubelet_tls.clone()))
+    let resp = crate::streamproxy::forward(req, url, Some(state.kubelet_tls.clone()))
         .await
-        .map_err(|e| ApiError::internal(format!("error dialing backend: {e}")))
+        .map_err(|e| ApiError::internal(format!("error dialing backend: {e}")))?;
+    if sub == Sub::Log && !resp.status().is_success() {
+        return Err(log_error(resp).await);
+    }
+    Ok(resp)
+}
+
+/// A kubelet's non-2xx answer to a log request as a Status, like kube-apiserver's
+/// GenericHttpResponseChecker: the kubelet's text becomes the message (kubectl prints it).
+async fn log_error(resp: Response<Body>) -> ApiError {
+    use http_body_util::BodyExt;
+    const MAX_READ: usize = 4096;
+    let code = resp.status().as_u16();
+    let text = match resp.into_body().collect().await {
+        Ok(b) => {
+            let bytes = b.to_bytes();
+            String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_READ)]).trim().to_string()
+        }
+        Err(e) => return ApiError::internal(format!("reading the kubelet's answer: {e}")),
+    };
+    kubelet_error(code, text)
+}
+
+/// Pure mapping of a kubelet error status + text to the Status kube-apiserver returns.
+fn kubelet_error(code: u16, text: String) -> ApiError {
+    match code {
+        400 => ApiError::bad_request(text),
+        500 => ApiError::internal(text),
+        404 => ApiError::new(404, "NotFound", text),
+        _ => ApiError::new(code, "InternalError", text),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kubelet_errors_keep_the_kubelet_text() {
+        let e = kubelet_error(400, "previous terminated container \"c\" in pod \"p\" not found".into());
+        assert_eq!((e.code, e.reason), (400, "BadRequest"));
+        assert_eq!(e.message, "previous terminated container \"c\" in pod \"p\" not found");
+        assert_eq!(kubelet_error(500, "boom".into()).message, "Internal error occurred: boom");
+        assert_eq!(kubelet_error(404, "gone".into()).reason, "NotFound");
+    }
 
     #[test]
     fn containers() {

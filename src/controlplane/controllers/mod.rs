@@ -7,7 +7,6 @@
 pub mod events;
 pub mod ipam;
 pub mod nodeipam;
-pub mod quantity;
 pub mod scheduler;
 pub mod scheduling;
 

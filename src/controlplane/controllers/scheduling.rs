@@ -7,7 +7,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::{Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
 
-use super::quantity::{parse_milli, parse_value};
+use crate::k8s::quantity::{parse_milli, parse_value};
 
 /// Non-zero defaults used for scoring containers without requests (kube-scheduler's
 /// `DefaultMilliCPURequest` / `DefaultMemoryRequest`).
