@@ -31,12 +31,19 @@ fn main() {
     let n: usize = std::env::var("BERTH_BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let ns = Netns::new();
     let ctd = Containerd::start(&ns);
-    // Everything below (API clients, CRI) runs inside the node's network namespace: enter it
-    // before any runtime thread exists so every thread inherits it.
-    enter_netns(&ns.path());
     let work = tempfile::Builder::new().prefix("berth-bench-").tempdir().expect("temp dir");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let report = rt.block_on(run(&ns, &ctd, work.path(), n));
+    // API clients must run inside the node's network namespace. Only a dedicated thread (and the
+    // runtime threads it creates, which inherit its namespace) enters it: the main thread stays
+    // outside, so the namespace's teardown, which kills what runs inside, never hits this process.
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_netns(&ns.path());
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(run(&ns, &ctd, work.path(), n))
+        })
+        .join()
+        .expect("benchmark thread panicked")
+    });
     match report {
         Ok(r) => r.print(n),
         Err(e) => {
@@ -48,8 +55,7 @@ fn main() {
 
 fn enter_netns(path: &str) {
     let f = std::fs::File::open(path).expect("open netns");
-    // SAFETY: setns on a valid namespace fd; called while the process has a single thread that
-    // matters (tokio runtimes are created afterwards).
+    // SAFETY: setns on a valid namespace fd changes only the calling thread's namespace.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
@@ -109,8 +115,24 @@ fn bench_pod(name: &str, uid: Option<String>) -> Pod {
 }
 
 async fn run(ns: &Netns, ctd: &Containerd, work: &Path, n: usize) -> anyhow::Result<Report> {
-    // 1. Direct CRI, no agent running.
+    // 1. Direct CRI, no agent running. The network config is the one the agent writes for the
+    //    first node's pod CIDR (10.244.0.0/24), with the same IPAM directory.
+    let ipam_dir = work.join("ipam");
+    let conflist = berth::agent::cni_conf::render(
+        berth::agent::cni_conf::NETWORK_NAME,
+        "berth0",
+        1500,
+        "10.244.0.0/24".parse()?,
+        &ipam_dir,
+    )?;
+    berth::agent::cni_conf::write_atomic(&ctd.cni_conf_dir, &conflist)?;
     let cri = berth::cri::Cri::connect(&ctd.socket).await?;
+    let ready = |h: &berth::agent::node::RuntimeHealth| berth::agent::node::readiness_errors(h).is_empty();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready(&berth::agent::node::runtime_health(&cri, true).await) {
+        anyhow::ensure!(Instant::now() < deadline, "containerd did not load the CNI config within 30s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let dns = berth::agent::pods::host_dns_config(Path::new("/etc/resolv.conf"));
     let direct_logs = work.join("direct-pods");
     let mut direct = Vec::with_capacity(n);
@@ -150,7 +172,7 @@ async fn run(ns: &Netns, ctd: &Containerd, work: &Path, n: usize) -> anyhow::Res
         &[
             "agent", "--kubeconfig", path(&node_kubeconfig), "--node-name", NODE, "--node-ip", &ip,
             "--containerd-socket", path(&ctd.socket), "--cni-conf-dir", path(&ctd.cni_conf_dir),
-            "--cni-bin-dir", path(&ctd.cni_bin_dir), "--cni-data-dir", path(&work.join("ipam")),
+            "--cni-bin-dir", path(&ctd.cni_bin_dir), "--cni-data-dir", path(&ipam_dir),
             "--pod-log-dir", path(&work.join("pods")), "--state-dir", path(&agent_state),
         ],
         &work.join("agent.log"),

@@ -9,8 +9,6 @@
 //! Not done: authorization (every client certificate signed by the cluster CA is allowed, kubelet
 //! would ask the API server with a SubjectAccessReview), /metrics, /stats, /pods, /run, log
 //! rotation while following.
-#[cfg(test)]
-mod cri_itest;
 pub mod logs;
 
 use std::collections::HashMap;
