@@ -1,5 +1,6 @@
 //! Berth: a Kubernetes node agent (kubelet + kube-proxy + flannel-style CNI) and a minimal control plane.
 pub mod agent;
+pub mod cli;
 pub mod controlplane;
 pub mod cri;
 pub mod k8s;

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use berth::agent::AgentConfig;
+use berth::cli::ControlPlaneArgs;
 
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "Kubernetes node agent: kubelet + kube-proxy + CNI in one daemon")]
@@ -73,35 +74,15 @@ struct AgentArgs {
 
 #[derive(Args, Debug)]
 struct UpArgs {
-    /// State directory: store, PKI, kubeconfigs.
-    #[arg(long, default_value = "/var/lib/berth")]
-    state_dir: PathBuf,
-    /// API server listen address; the port is also used for the kubeconfig's server URL.
-    #[arg(long, default_value = "0.0.0.0:6443")]
-    listen: SocketAddr,
-    /// Cluster (pod) CIDR, split into one /24 per node.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    cluster_cidr: ipnetwork::IpNetwork,
-    /// Size of each node's pod CIDR.
-    #[arg(long, default_value_t = 24)]
-    node_cidr_mask_size: u8,
-    /// Service CIDR.
-    #[arg(long, default_value = "10.96.0.0/12")]
-    service_cidr: ipnetwork::IpNetwork,
+    #[command(flatten)]
+    control_plane: ControlPlaneArgs,
     #[command(flatten)]
     node: NodeArgs,
 }
 
 fn main() -> anyhow::Result<()> {
-    berth::telemetry::init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    rt.block_on(async move {
-        let shutdown = berth::shutdown::on_signals();
+    berth::cli::run_daemon(|shutdown| async move {
         match cli.command {
             Command::Agent(args) => {
                 let cfg = agent_config(&args.node, args.kubeconfig, args.state_dir)?;
@@ -112,16 +93,22 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-fn agent_config(node: &NodeArgs, kubeconfig: PathBuf, state_dir: PathBuf) -> anyhow::Result<AgentConfig> {
-    let node_name = match &node.node_name {
+/// The node's name and IP: the flags, else the host name and first non-loopback IPv4.
+fn node_identity(node: &NodeArgs) -> anyhow::Result<(String, IpAddr)> {
+    let name = match &node.node_name {
         Some(n) => n.clone(),
-        None => berth::agent::config::default_node_name()?,
+        None => berth::agent::config::default_node_name().context("reading the host name; pass --node-name")?,
     };
-    let node_ip = match node.node_ip {
+    let ip = match node.node_ip {
         Some(ip) => ip,
         None => berth::agent::config::default_node_ip()
             .context("no non-loopback IPv4 address found; pass --node-ip")?,
     };
+    Ok((name, ip))
+}
+
+fn agent_config(node: &NodeArgs, kubeconfig: PathBuf, state_dir: PathBuf) -> anyhow::Result<AgentConfig> {
+    let (node_name, node_ip) = node_identity(node)?;
     if !node.cni_bin_dir.join("berth-cni").exists() {
         tracing::warn!(dir = %node.cni_bin_dir.display(), "berth-cni is not installed in the CNI bin dir; pods will fail to get a network");
     }
@@ -143,32 +130,26 @@ fn agent_config(node: &NodeArgs, kubeconfig: PathBuf, state_dir: PathBuf) -> any
 
 /// `berth up`: control plane, then an agent registered as a node of it, in one process.
 async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let node_ip = match args.node.node_ip {
-        Some(ip) => ip,
-        None => berth::agent::config::default_node_ip()
-            .context("no non-loopback IPv4 address found; pass --node-ip")?,
-    };
-    let advertise = if args.listen.ip().is_unspecified() { node_ip } else { args.listen.ip() };
-    let cp_cfg = berth::controlplane::ControlPlaneConfig {
-        state_dir: args.state_dir.clone(),
-        listen: args.listen,
-        advertise,
-        cluster_cidr: args.cluster_cidr,
-        node_cidr_prefix: args.node_cidr_mask_size,
-        service_cidr: args.service_cidr,
-    };
+    let (node_name, node_ip) = node_identity(&args.node)?;
+    let cp_cfg = args.control_plane.config(Some(node_ip));
+    let state_dir = cp_cfg.state_dir.clone();
     let cp = berth::controlplane::start(cp_cfg, shutdown.clone()).await?;
-    let mut node = args.node.clone();
-    node.node_ip = Some(node_ip);
-    let node_name = match &node.node_name {
-        Some(n) => n.clone(),
-        None => berth::agent::config::default_node_name()?,
-    };
-    let kubeconfig = berth::pki::ensure_node_kubeconfig(&args.state_dir, &node_name, &cp.server_url)?;
-    let cfg = agent_config(&node, kubeconfig, args.state_dir.join("agent"))?;
+    let node = NodeArgs { node_name: Some(node_name.clone()), node_ip: Some(node_ip), ..args.node };
+    let kubeconfig = berth::pki::ensure_node_kubeconfig(&state_dir, &node_name, &cp.server_url)?;
+    let cfg = agent_config(&node, kubeconfig, state_dir.join("agent"))?;
     println!("berth is up. Admin kubeconfig: {}", cp.admin_kubeconfig.display());
     println!("Try: kubectl --kubeconfig {} get nodes", cp.admin_kubeconfig.display());
-    let agent = berth::agent::run(Arc::new(cfg), shutdown.clone());
-    let (a, c) = tokio::join!(agent, cp.wait());
+    // One process, one fate: whichever half stops first takes the other one with it.
+    let agent = async {
+        let result = berth::agent::run(Arc::new(cfg), shutdown.clone()).await;
+        shutdown.cancel();
+        result.context("agent")
+    };
+    let control_plane = async {
+        let result = cp.wait().await;
+        shutdown.cancel();
+        result.context("control plane")
+    };
+    let (a, c) = tokio::join!(agent, control_plane);
     a.and(c)
 }
