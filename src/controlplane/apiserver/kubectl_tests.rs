@@ -1,17 +1,10 @@
 //! End-to-end checks of the API server with the real kubectl (skipped when kubectl is missing).
 //!
 //! `cargo test -p berth --lib controlplane::apiserver::kubectl_tests -- --nocapture`
-//! The ignored `manual_server` test serves with a kubeconfig at
-//! /tmp/berth-apiserver-manual/kubeconfig until /tmp/berth-apiserver-manual/stop exists.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::PrivateKeyDer;
 use tokio_util::sync::CancellationToken;
 
 use super::{bind, ApiServerConfig};
@@ -21,101 +14,26 @@ const KUBECTLS: &[&str] = &[
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
 ];
 
+/// The cluster PKI exactly as the control plane makes it (src/pki.rs).
 struct TestPki {
     ca_pem: String,
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
-    admin_cert_pem: String,
-    admin_key_pem: String,
+    cluster: crate::pki::ClusterPki,
 }
 
-fn pki() -> TestPki {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "berth-test-ca");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-
-    let srv_key = KeyPair::generate().unwrap();
-    let mut sp =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    sp.distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let srv_cert = sp.signed_by(&srv_key, &issuer).unwrap();
-
-    let admin_key = KeyPair::generate().unwrap();
-    let mut ap = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ap.distinguished_name = rcgen::DistinguishedName::new();
-    ap.distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    ap.distinguished_name
-        .push(DnType::CommonName, "kubernetes-admin");
-    ap.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = ap.signed_by(&admin_key, &issuer).unwrap();
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert.der().clone()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .unwrap();
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![srv_cert.der().clone()],
-            PrivateKeyDer::Pkcs8(srv_key.serialize_der().into()),
-        )
-        .unwrap();
-    // The kubelet client: trusts the test CA (the fake kubelet serves the API server's cert).
-    let mut kroots = rustls::RootCertStore::empty();
-    kroots.add(ca_cert.der().clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(kroots)
-        .with_client_auth_cert(
-            vec![admin_cert.der().clone()],
-            PrivateKeyDer::Pkcs8(admin_key.serialize_der().into()),
-        )
-        .unwrap();
+fn pki(state_dir: &Path) -> TestPki {
+    let cluster = crate::pki::ensure_cluster_pki(&crate::pki::pki_dir(state_dir), &[]).unwrap();
     TestPki {
-        ca_pem: ca_cert.pem(),
-        server: Arc::new(server),
-        client: Arc::new(client),
-        admin_cert_pem: admin_cert.pem(),
-        admin_key_pem: admin_key.serialize_pem(),
+        ca_pem: cluster.ca.cert_pem.clone(),
+        server: crate::pki::server_tls_config(&cluster).unwrap(),
+        client: crate::pki::kubelet_client_tls_config(&cluster).unwrap(),
+        cluster,
     }
 }
 
-fn b64(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
 fn write_kubeconfig(dir: &Path, pki: &TestPki, addr: std::net::SocketAddr) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: https://{addr}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: admin\ncurrent-context: berth\n",
-        b64(&pki.ca_pem),
-        b64(&pki.admin_cert_pem),
-        b64(&pki.admin_key_pem)
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    crate::pki::ensure_admin_kubeconfig(dir, &pki.cluster, &format!("https://{addr}")).unwrap()
 }
 
 struct Running {
@@ -128,7 +46,7 @@ struct Running {
 }
 
 async fn start(dir: tempfile::TempDir) -> Running {
-    let pki = pki();
+    let pki = pki(dir.path());
     let cfg = ApiServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: pki.server.clone(),
@@ -510,24 +428,6 @@ async fn anonymous_is_unauthorized() {
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     assert_eq!(send.send_request(req).await.unwrap().status(), 200);
-    r.stop.cancel();
-    r.task.await.unwrap().unwrap();
-}
-
-/// A server for poking at by hand (see the module docs).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "serves until /tmp/berth-apiserver-manual/stop exists"]
-async fn manual_server() {
-    let dir = PathBuf::from("/tmp/berth-apiserver-manual");
-    let _ = std::fs::remove_file(dir.join("stop"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let r = start(tempfile::tempdir().unwrap()).await;
-    std::fs::copy(&r.kubeconfig, dir.join("kubeconfig")).unwrap();
-    println!("kubeconfig at {}", dir.join("kubeconfig").display());
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    while !dir.join("stop").exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     r.stop.cancel();
     r.task.await.unwrap().unwrap();
 }
