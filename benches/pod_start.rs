@@ -29,9 +29,11 @@ fn main() {
         return;
     }
     let n: usize = std::env::var("BERTH_BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    // Declared first so it is removed last: the containerd guard's teardown still runs CNI DEL,
+    // which touches the IPAM directory inside it.
+    let work = tempfile::Builder::new().prefix("berth-bench-").tempdir().expect("temp dir");
     let ns = Netns::new();
     let ctd = Containerd::start(&ns);
-    let work = tempfile::Builder::new().prefix("berth-bench-").tempdir().expect("temp dir");
     // API clients must run inside the node's network namespace. Only a dedicated thread (and the
     // runtime threads it creates, which inherit its namespace) enters it: the main thread stays
     // outside, so the namespace's teardown, which kills what runs inside, never hits this process.
