@@ -3,6 +3,7 @@ pub mod agent;
 pub mod cli;
 pub mod controlplane;
 pub mod cri;
+pub mod https;
 pub mod k8s;
 pub mod pki;
 pub mod shutdown;

@@ -625,6 +625,21 @@ pub fn self_signed_serving_cert(node_name: &str, ips: &[IpAddr]) -> Result<(Stri
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The kubelet API's self-signed serving certificate kept in `dir` as kubelet.crt / kubelet.key
+/// (key 0600): loaded when both are there, else made by [`self_signed_serving_cert`] and
+/// written. Returns (cert PEM, key PEM).
+pub fn ensure_kubelet_serving_cert(dir: &Path, node_name: &str, ips: &[IpAddr]) -> Result<(String, String)> {
+    let (crt, key) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
+    if let (Ok(c), Ok(k)) = (read(&crt), read(&key)) {
+        return Ok((c, k));
+    }
+    let (c, k) = self_signed_serving_cert(node_name, ips)?;
+    create_dir(dir)?;
+    write_file(&key, k.as_bytes(), 0o600)?;
+    write_file(&crt, c.as_bytes(), 0o644)?;
+    Ok((c, k))
+}
+
 /// TLS for the kubelet API: the given serving certificate, ALPN http/1.1, and a client
 /// certificate signed by `client_ca_pem` required.
 pub fn kubelet_server_tls_config(
@@ -976,6 +991,18 @@ mod tests {
         .unwrap();
         let mut server = rustls::ServerConnection::new(server_cfg).unwrap();
         assert!(handshake(&mut client, &mut server).is_err());
+    }
+
+    #[test]
+    fn kubelet_serving_cert_is_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ips = ["10.0.0.7".parse().unwrap()];
+        let first = ensure_kubelet_serving_cert(dir.path(), "node-1", &ips).unwrap();
+        let again = ensure_kubelet_serving_cert(dir.path(), "node-1", &ips).unwrap();
+        assert_eq!(first, again, "loaded, not re-made");
+        let mode = std::fs::metadata(dir.path().join("kubelet.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

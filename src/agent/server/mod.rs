@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -65,59 +64,14 @@ pub async fn serve_on(
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let state = State {
-        cfg,
-        cri,
-        shutdown: shutdown.clone(),
-    };
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a kubelet API connection");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
+    let state = State { cfg, cri, shutdown: shutdown.clone() };
+    crate::https::serve(listener, tls, shutdown, move |_certs| {
+        // The TLS config already requires a certificate from the cluster CA; no authorization yet.
         let state = state.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "kubelet API TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let shutdown = state.shutdown.clone();
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "kubelet API connection");
-                },
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
+        move |req| handle(state.clone(), req)
+    })
+    .await;
+    Ok(())
 }
 
 /// The cluster CA (PEM) from a kubeconfig's current cluster: `certificate-authority-data`, or the
@@ -157,40 +111,14 @@ pub fn client_ca_from_kubeconfig(path: &Path) -> anyhow::Result<String> {
 /// (created on first use, SANs node name + node IP), client certificates required from the CA in
 /// the agent's kubeconfig.
 pub fn tls_config(cfg: &AgentConfig) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let dir = cfg.state_dir.join("pki");
-    let (crt, key) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
-    let (cert_pem, key_pem) = match (std::fs::read_to_string(&crt), std::fs::read_to_string(&key)) {
-        (Ok(c), Ok(k)) => (c, k),
-        _ => {
-            let mut ips = vec![cfg.node_ip];
-            if !cfg.kubelet_listen.ip().is_unspecified() && cfg.kubelet_listen.ip() != cfg.node_ip {
-                ips.push(cfg.kubelet_listen.ip());
-            }
-            let (c, k) = crate::pki::self_signed_serving_cert(&cfg.node_name, &ips)?;
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            write_private(&key, &k)?;
-            std::fs::write(&crt, &c).with_context(|| format!("writing {}", crt.display()))?;
-            (c, k)
-        }
-    };
+    let mut ips = vec![cfg.node_ip];
+    if !cfg.kubelet_listen.ip().is_unspecified() && cfg.kubelet_listen.ip() != cfg.node_ip {
+        ips.push(cfg.kubelet_listen.ip());
+    }
+    let (cert_pem, key_pem) =
+        crate::pki::ensure_kubelet_serving_cert(&cfg.state_dir.join("pki"), &cfg.node_name, &ips)?;
     let ca = client_ca_from_kubeconfig(&cfg.kubeconfig)?;
-    Ok(crate::pki::kubelet_server_tls_config(
-        &cert_pem, &key_pem, &ca,
-    )?)
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    Ok(crate::pki::kubelet_server_tls_config(&cert_pem, &key_pem, &ca)?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,14 +35,12 @@ mod kubectl_tests;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::controlplane::store::{Action, Key, Store};
 
@@ -70,7 +68,7 @@ pub(crate) struct State {
 /// A bound API server: the port is listening (connections queue) once this exists.
 pub struct ApiServer {
     listener: TcpListener,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     store: Arc<Store>,
     kubelet_tls: Arc<rustls::ClientConfig>,
     local_addr: SocketAddr,
@@ -106,7 +104,7 @@ pub async fn bind(cfg: ApiServerConfig) -> anyhow::Result<ApiServer> {
     info!(%local_addr, "API server listening");
     Ok(ApiServer {
         listener,
-        tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        tls: Arc::new(tls),
         store,
         kubelet_tls: cfg.kubelet_tls,
         local_addr,
@@ -156,61 +154,10 @@ impl ApiServer {
             shutdown: shutdown.clone(),
             server_address: self.local_addr.to_string(),
         });
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = self.tls.clone();
+        crate::https::serve(self.listener, self.tls, shutdown, move |certs| {
             let state = state.clone();
-            let shutdown = shutdown.clone();
-            conns.spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let user = auth::user_from_certs(tls.get_ref().1.peer_certificates());
-                let svc = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    let user = user.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, req, user).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r { debug!(%peer, error = %e, "connection ended with error"); }
-                    }
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                    }
-                }
-            });
-            while conns.try_join_next().is_some() {}
-        }
-        // Let connections finish their graceful shutdown.
-        let _ = tokio::time::timeout(Duration::from_secs(6), async {
-            while conns.join_next().await.is_some() {}
+            let user = auth::user_from_certs(certs);
+            move |req| handlers::handle(state.clone(), req, user.clone())
         })
         .await;
         info!("API server stopped");
