@@ -165,7 +165,7 @@ async fn run(ns: &Netns, ctd: &Containerd, work: &Path, n: usize) -> anyhow::Res
     let admin = berth::pki::admin_kubeconfig_path(&state);
     let server = format!("https://{ip}:6443");
     common::wait_until("admin kubeconfig", Duration::from_secs(60), || Ok::<_, String>(admin.exists().then_some(())));
-    let client = client_from(&admin).await?;
+    let client = berth::kubeclient::from_file(&admin).await?;
     let node_kubeconfig = berth::pki::ensure_node_kubeconfig(&state, NODE, &server)?;
     let agent_state = work.join("agent");
     let mut agent = Proc::spawn(
@@ -215,12 +215,6 @@ fn node_ready(node: Option<&Node>) -> bool {
 
 fn pod_running(pod: Option<&Pod>) -> bool {
     pod.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()) == Some("Running")
-}
-
-async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
 }
 
 fn path(p: &Path) -> &str {

@@ -5,6 +5,7 @@ pub mod controlplane;
 pub mod cri;
 pub mod https;
 pub mod k8s;
+pub mod kubeclient;
 pub mod pki;
 pub mod shutdown;
 pub mod streamproxy;

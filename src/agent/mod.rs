@@ -22,7 +22,7 @@ use crate::cri::Cri;
 /// Run the agent until `shutdown` is cancelled or one of its parts fails (then the others are
 /// stopped too). Running containers are left running: a restarted agent adopts them.
 pub async fn run(cfg: Arc<AgentConfig>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let client = kube_client(&cfg).await?;
+    let client = crate::kubeclient::from_file(&cfg.kubeconfig).await?;
     let cri = connect_cri(&cfg, &shutdown).await?;
     let tls = server::tls_config(&cfg).context("kubelet API TLS")?;
     tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, "agent starting");
@@ -56,15 +56,6 @@ pub async fn run(cfg: Arc<AgentConfig>, shutdown: CancellationToken) -> anyhow::
         stop.cancel();
     }
     first_error.map_or(Ok(()), Err)
-}
-
-async fn kube_client(cfg: &AgentConfig) -> anyhow::Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&cfg.kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", cfg.kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .with_context(|| format!("loading kubeconfig {}", cfg.kubeconfig.display()))?;
-    kube::Client::try_from(config).context("building the API client")
 }
 
 /// Connect to containerd, waiting for its socket (it may start after us) until `shutdown`.

@@ -271,10 +271,7 @@ pub async fn admin_client(cluster_pki: &pki::ClusterPki, url: &str) -> anyhow::R
         "kubernetes-admin@berth",
     );
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).context("admin kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .context("admin client config")?;
-    kube::Client::try_from(config).context("admin client")
+    crate::kubeclient::from_kubeconfig(kubeconfig).await.context("admin client")
 }
 
 #[cfg(test)]

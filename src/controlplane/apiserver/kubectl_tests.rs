@@ -446,11 +446,7 @@ async fn kube_rs_client_patterns() {
     };
 
     let r = start(tempfile::tempdir().unwrap()).await;
-    let kc = kube::config::Kubeconfig::read_from(&r.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(cfg).unwrap();
+    let client = crate::kubeclient::from_file(&r.kubeconfig).await.unwrap();
 
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(serde_json::json!({
@@ -595,13 +591,7 @@ async fn kube_rs_client_patterns() {
     let kubeconfig = write_kubeconfig(dir.path(), &pki, server.local_addr());
     let stop = CancellationToken::new();
     let task = tokio::spawn(server.run(stop.clone()));
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = crate::kubeclient::from_file(&kubeconfig).await.unwrap();
     let nodes: Api<Node> = Api::all(client.clone());
     assert!(nodes.get("n1").await.is_ok(), "objects survive a restart");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
