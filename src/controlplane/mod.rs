@@ -177,7 +177,6 @@ pub async fn start(cfg: ControlPlaneConfig, shutdown: CancellationToken) -> anyh
         tls: pki::server_tls_config(&cluster_pki)?,
         store_path: cfg.store_path(),
         kubelet_tls: pki::kubelet_client_tls_config(&cluster_pki)?,
-        service_cidr: cfg.service_cidr,
     };
     let server = apiserver::bind(api_cfg).await.context("API server")?;
     // With --listen ...:0 the real port is only known now.

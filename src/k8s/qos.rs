@@ -36,7 +36,7 @@ pub fn pod_qos_class(spec: Option<&PodSpec>) -> &'static str {
 /// The QoS class of a pod given as JSON (the API server's representation). A spec that does not
 /// decode counts as BestEffort; validation rejects such pods anyway.
 pub fn pod_json_qos_class(pod: &serde_json::Value) -> &'static str {
-    let spec = pod.get("spec").and_then(|s| serde_json::from_value::<PodSpec>(s.clone()).ok());
+    let spec = pod.get("spec").and_then(|s| <PodSpec as serde::Deserialize>::deserialize(s).ok());
     pod_qos_class(spec.as_ref())
 }
 

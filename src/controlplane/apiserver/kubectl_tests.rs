@@ -52,7 +52,6 @@ async fn start(dir: tempfile::TempDir) -> Running {
         tls: pki.server.clone(),
         store_path: dir.path().join("store.redb"),
         kubelet_tls: pki.client.clone(),
-        service_cidr: "10.96.0.0/12".parse().unwrap(),
     };
     let server = bind(cfg).await.unwrap();
     let addr = server.local_addr();
@@ -585,7 +584,6 @@ async fn kube_rs_client_patterns() {
         tls: pki.server.clone(),
         store_path: dir.path().join("store.redb"),
         kubelet_tls: pki.client.clone(),
-        service_cidr: "10.96.0.0/12".parse().unwrap(),
     };
     let server = bind(cfg).await.unwrap();
     let kubeconfig = write_kubeconfig(dir.path(), &pki, server.local_addr());

@@ -53,8 +53,6 @@ pub struct ApiServerConfig {
     pub store_path: PathBuf,
     /// Client cert for talking to kubelets (no server verification).
     pub kubelet_tls: Arc<rustls::ClientConfig>,
-    /// Service CIDR (not used yet).
-    pub service_cidr: ipnetwork::IpNetwork,
 }
 
 /// Shared state of all requests.
@@ -100,7 +98,6 @@ pub async fn bind(cfg: ApiServerConfig) -> anyhow::Result<ApiServer> {
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let local_addr = listener.local_addr()?;
-    let _ = cfg.service_cidr;
     info!(%local_addr, "API server listening");
     Ok(ApiServer {
         listener,
@@ -140,11 +137,6 @@ impl ApiServer {
         self.local_addr
     }
 
-    /// The store (for in-process users such as tests).
-    pub fn store(&self) -> Arc<Store> {
-        self.store.clone()
-    }
-
     /// Serve until `shutdown` is cancelled; then stop accepting, end watches and let in-flight
     /// requests finish.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -165,8 +157,3 @@ impl ApiServer {
     }
 }
 
-/// Bind and serve until `shutdown` is cancelled. Prefer [`bind`] + [`ApiServer::run`] when the
-/// caller must know the port is listening before starting clients.
-pub async fn serve(cfg: ApiServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    bind(cfg).await?.run(shutdown).await
-}

@@ -215,7 +215,7 @@ pub fn typecheck(
     fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
         v: &Value,
     ) -> Result<Value, String> {
-        let t = serde_json::from_value::<T>(v.clone()).map_err(|e| e.to_string())?;
+        let t = T::deserialize(v).map_err(|e| e.to_string())?;
         serde_json::to_value(t).map_err(|e| e.to_string())
     }
     let r = match (def.group, def.kind) {
@@ -425,8 +425,12 @@ pub fn prepare_update(
             }
         }
         if def.plural == "pods" {
-            let qos = crate::k8s::qos::pod_json_qos_class(&out);
-            out["status"]["qosClass"] = qos.into();
+            // The spec cannot change here, so neither can the class computed at create.
+            let qos = old
+                .pointer("/status/qosClass")
+                .cloned()
+                .unwrap_or_else(|| crate::k8s::qos::pod_json_qos_class(&out).into());
+            out["status"]["qosClass"] = qos;
         }
         return Ok(out);
     }

@@ -106,10 +106,6 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Whether an object's `metadata.labels` match.
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = obj.pointer("/metadata/labels");
@@ -221,22 +217,10 @@ impl FieldSelector {
         Ok(FieldSelector(terms))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn matches(&self, plural: &str, obj: &Value) -> bool {
         self.0
             .iter()
             .all(|(f, eq, v)| (field_value(plural, obj, f) == *v) == *eq)
-    }
-
-    /// The value required by an equality term on `field`, if any (to narrow a list).
-    pub fn required(&self, field: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(f, eq, _)| f == field && *eq)
-            .map(|(_, _, v)| v.as_str())
     }
 }
 
@@ -302,6 +286,5 @@ mod tests {
         )
         .unwrap();
         assert!(f.matches("events", &ev));
-        assert_eq!(f.required("involvedObject.name"), Some("web"));
     }
 }

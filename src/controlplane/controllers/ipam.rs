@@ -50,10 +50,6 @@ impl CidrAllocator {
         })
     }
 
-    pub fn cluster(&self) -> Ipv4Network {
-        self.cluster
-    }
-
     /// How many node CIDRs exist in total / are free.
     pub fn capacity(&self) -> u32 {
         self.count

@@ -339,13 +339,16 @@ impl Store {
         let live = inner.tx.subscribe();
         match from {
             None => {
-                // Writers hold `inner` through commit, so this snapshot is at `inner.revision`.
+                // Writers hold `inner` through commit, so a read transaction begun under it is a
+                // snapshot at `inner.revision`; the scan itself then runs without blocking writers.
                 let txn = self.db.begin_read()?;
+                let start_revision = inner.revision;
+                drop(inner);
                 let t = txn.open_table(OBJECTS)?;
                 let initial = scan(&t, resource, None)?;
                 Ok(Watch {
                     initial,
-                    start_revision: inner.revision,
+                    start_revision,
                     replay: vec![],
                     live,
                 })
