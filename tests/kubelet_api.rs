@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth::agent::server::{ANNOTATION_RESTART_COUNT, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use berth::agent::pods::kuberuntime::{
+    ANN_RESTART_COUNT, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+};
 use berth::agent::{cni_conf, AgentConfig};
 use berth::cri::{api, Cri};
 use bytes::Bytes;
@@ -65,7 +67,7 @@ async fn create_pod(cri: &Cri, log_root: &Path, script: &str) -> String {
         image: Some(api::ImageSpec { image: common::BUSYBOX_IMAGE.into(), ..Default::default() }),
         command: vec!["sh".into(), "-c".into(), script.into()],
         labels: c_labels,
-        annotations: labels(&[(ANNOTATION_RESTART_COUNT, "0")]),
+        annotations: labels(&[(ANN_RESTART_COUNT, "0")]),
         log_path: "c1/0.log".into(),
         linux: Some(api::LinuxContainerConfig::default()),
         ..Default::default()

@@ -64,6 +64,11 @@ pub fn pod_log_directory(root: &Path, key: &PodKey) -> PathBuf {
     root.join(format!("{}_{}_{}", key.namespace, key.name, key.uid))
 }
 
+/// A container's restart count: kubelet's annotation, else the CRI metadata attempt.
+pub fn restart_count(annotations: &HashMap<String, String>, attempt: u32) -> u32 {
+    annotations.get(ANN_RESTART_COUNT).and_then(|s| s.parse().ok()).unwrap_or(attempt)
+}
+
 /// `<container>/<restartCount>.log`, relative to the sandbox's log directory.
 pub fn container_log_path(container: &str, restart_count: u32) -> String {
     format!("{container}/{restart_count}.log")

@@ -2,7 +2,7 @@
 //! from CRI: ListPodSandbox + ListContainers by the pod-uid label, then the per-object statuses.
 use std::collections::HashMap;
 
-use super::kuberuntime::{ANN_HASH, ANN_RESTART_COUNT, LABEL_CONTAINER_NAME, LABEL_POD_UID};
+use super::kuberuntime::{ANN_HASH, LABEL_CONTAINER_NAME, LABEL_POD_UID};
 use crate::cri::{api, CriError, Runtime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +95,7 @@ pub fn container_info(c: &api::ContainerStatus, sandbox_id: &str) -> ContainerIn
         .get(LABEL_CONTAINER_NAME)
         .cloned()
         .unwrap_or(md.name);
-    let restart_count = c
-        .annotations
-        .get(ANN_RESTART_COUNT)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(md.attempt);
+    let restart_count = super::kuberuntime::restart_count(&c.annotations, md.attempt);
     ContainerInfo {
         id: c.id.clone(),
         sandbox_id: sandbox_id.to_string(),

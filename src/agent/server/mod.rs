@@ -23,16 +23,14 @@ use hyper::body::{Frame, Incoming};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::pods::kuberuntime::{
+    container_log_path, pod_log_directory, restart_count, PodKey, LABEL_CONTAINER_NAME, LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID,
+};
 use crate::agent::AgentConfig;
 use crate::cri::{api as cri_api, Cri};
 use crate::streamproxy::{self, Body, BoxError};
 
-/// CRI label keys (kubelet's).
-pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
-pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
-pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
-pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
-pub const ANNOTATION_RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
 
 /// Shared state of the request handlers.
 #[derive(Clone)]
@@ -342,12 +340,7 @@ async fn find_containers(
 /// Sort containers newest first: by restartCount annotation (or metadata attempt), then creation time.
 pub fn sort_newest_first(items: &mut [cri_api::Container]) {
     let key = |c: &cri_api::Container| {
-        let restarts = c
-            .annotations
-            .get(ANNOTATION_RESTART_COUNT)
-            .and_then(|v| v.parse::<u64>().ok())
-            .or_else(|| c.metadata.as_ref().map(|m| m.attempt as u64))
-            .unwrap_or(0);
+        let restarts = restart_count(&c.annotations, c.metadata.as_ref().map_or(0, |m| m.attempt));
         (restarts, c.created_at)
     };
     items.sort_by_key(|c| std::cmp::Reverse(key(c)));
@@ -386,14 +379,15 @@ pub fn log_path(
     pod: &str,
     uid: &str,
     container: &str,
-    restart_count: u64,
+    restart_count: u32,
 ) -> PathBuf {
     if Path::new(status_log_path).is_absolute() {
         return PathBuf::from(status_log_path);
     }
-    let dir = pod_log_dir.join(format!("{namespace}_{pod}_{uid}"));
+    let key = PodKey { namespace: namespace.to_owned(), name: pod.to_owned(), uid: uid.to_owned() };
+    let dir = pod_log_directory(pod_log_dir, &key);
     if status_log_path.is_empty() {
-        dir.join(container).join(format!("{restart_count}.log"))
+        dir.join(container_log_path(container, restart_count))
     } else {
         dir.join(status_log_path)
     }
@@ -459,11 +453,7 @@ async fn container_logs(
         .get(LABEL_POD_UID)
         .cloned()
         .unwrap_or_default();
-    let restarts = c
-        .annotations
-        .get(ANNOTATION_RESTART_COUNT)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let restarts = restart_count(&c.annotations, c.metadata.as_ref().map_or(0, |m| m.attempt));
     let path = log_path(
         &state.cfg.pod_log_dir,
         &status.log_path,
@@ -656,6 +646,7 @@ async fn streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::pods::kuberuntime::ANN_RESTART_COUNT;
 
     fn pairs(q: &str) -> Vec<(String, String)> {
         url::form_urlencoded::parse(q.as_bytes())
@@ -740,7 +731,7 @@ mod tests {
         };
         if let Some(r) = restarts {
             c.annotations
-                .insert(ANNOTATION_RESTART_COUNT.into(), r.into());
+                .insert(ANN_RESTART_COUNT.into(), r.into());
         }
         c
     }
