@@ -29,3 +29,26 @@ pub fn on_signals() -> CancellationToken {
     });
     token
 }
+
+/// Call `op` until it succeeds, waiting 100 ms after the first failure and twice as long after
+/// each further one, up to `cap`; every failure is logged with `what`. `None` when `shutdown`
+/// fires first.
+pub async fn retry<T, E, F, Fut>(shutdown: &CancellationToken, cap: std::time::Duration, what: &str, mut op: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => tracing::warn!(error = %e, "{what}; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(cap);
+    }
+}

@@ -60,16 +60,8 @@ pub async fn run(cfg: Arc<AgentConfig>, shutdown: CancellationToken) -> anyhow::
 
 /// Connect to containerd, waiting for its socket (it may start after us) until `shutdown`.
 async fn connect_cri(cfg: &AgentConfig, shutdown: &CancellationToken) -> anyhow::Result<Cri> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match Cri::connect(&cfg.containerd_socket).await {
-            Ok(cri) => return Ok(cri),
-            Err(e) => tracing::warn!(error = %e, "container runtime not reachable yet"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => anyhow::bail!("shut down before the container runtime at {} answered", cfg.containerd_socket.display()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    let socket = &cfg.containerd_socket;
+    crate::shutdown::retry(shutdown, Duration::from_secs(5), "container runtime not reachable yet", || Cri::connect(socket))
+        .await
+        .with_context(|| format!("shut down before the container runtime at {} answered", socket.display()))
 }

@@ -665,18 +665,9 @@ pub async fn register(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Node> {
     let api: Api<Node> = Api::all(client.clone());
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match try_register(&api, cfg).await {
-            Ok(n) => return Ok(n),
-            Err(e) => tracing::warn!(error = %e, "unable to register node; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => anyhow::bail!("shutdown before node {} was registered", cfg.node_name),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(7));
-    }
+    crate::shutdown::retry(shutdown, Duration::from_secs(7), "unable to register node", || try_register(&api, cfg))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("shutdown before node {} was registered", cfg.node_name))
 }
 
 /// Register the Node, then run the status, pod-CIDR/conflist and lease loops until `shutdown`.
@@ -759,16 +750,21 @@ async fn status_loop(
     let mut last_post: Option<tokio::time::Instant> = None;
     let mut machine = MachineInfo::default();
     loop {
-        match MachineInfo::read(&cfg.state_dir) {
-            Ok(m) => machine = m,
-            Err(e) => tracing::warn!(error = %e, "reading machine info"),
+        let due = last_post.is_none_or(|t| t.elapsed() >= timing.status_update);
+        if due {
+            // /proc, statvfs and /etc reads: only for a periodic post, and off the async threads.
+            let dir = cfg.state_dir.clone();
+            match tokio::task::spawn_blocking(move || MachineInfo::read(&dir)).await {
+                Ok(Ok(m)) => machine = m,
+                Ok(Err(e)) => tracing::warn!(error = %e, "reading machine info"),
+                Err(e) => tracing::warn!(error = %e, "reading machine info"),
+            }
         }
         let cni_written = *cni_rx.borrow_and_update();
         let health = probe.health(cni_written).await;
         let status = compute_status(&params, &machine, &health, &prev, Timestamp::now());
         let conds = status.conditions.clone().unwrap_or_default();
         let changed = conditions_key(&conds) != conditions_key(&prev);
-        let due = last_post.is_none_or(|t| t.elapsed() >= timing.status_update);
         if changed || due {
             let patch = serde_json::json!({ "status": status });
             match api

@@ -53,10 +53,8 @@ pub fn host_dns_config(path: &Path) -> api::DnsConfig {
 }
 
 fn node_memory_bytes() -> Option<i64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    use procfs::Current;
+    procfs::Meminfo::current().ok().and_then(|m| i64::try_from(m.mem_total).ok())
 }
 
 /// Run the pod lifecycle until `shutdown`. Never kills running containers on the way out.
