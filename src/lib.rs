@@ -3,6 +3,7 @@ pub mod agent;
 pub mod cli;
 pub mod controlplane;
 pub mod cri;
+pub mod fsutil;
 pub mod https;
 pub mod k8s;
 pub mod kubeclient;

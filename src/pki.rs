@@ -8,7 +8,6 @@
 //! never rotated; leaf certificates are re-issued when they no longer verify against the CA, expire
 //! within [`RENEW_BEFORE`], or (serving certificate) no longer cover the wanted SANs.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -771,31 +770,9 @@ fn read(path: &Path) -> Result<String> {
     })
 }
 
-/// Write `data` to `path` with `mode` via a temporary file in the same directory and a rename.
+/// Write `data` to `path` with `mode`, atomically ([`crate::fsutil::write_atomic`]).
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The mode given to open() is masked by the umask; set it exactly.
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    crate::fsutil::write_atomic(path, data, mode).map_err(|source| PkiError::Io { path: path.to_owned(), source })
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //!
 //! `render` is pure; `write_atomic` puts the file in place with a tmp file + rename (containerd
 //! watches the directory and must never see a half-written file), and leaves an identical file alone.
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
@@ -121,19 +120,8 @@ pub fn write_atomic(dir: &Path, contents: &str) -> Result<bool, CniConfError> {
         move |source| CniConfError::Io { op, path, source }
     }
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    // A dot-prefixed name without the .conflist/.conf/.json suffix: containerd ignores it.
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(contents.as_bytes())
-            .map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("renaming into", &path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|()| true)
+    crate::fsutil::write_atomic(&path, contents.as_bytes(), 0o644).map_err(io("writing", &path))?;
+    Ok(true)
 }
 
 #[cfg(test)]
