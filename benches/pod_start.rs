@@ -144,12 +144,10 @@ async fn run(ns: &Netns, ctd: &Containerd, work: &Path, n: usize) -> anyhow::Res
         let t0 = Instant::now();
         let started = berth::agent::pods::start_pod_direct(&cri, &pod, &direct_logs, &dns).await?;
         direct.push(t0.elapsed());
-        sandboxes.push(started.sandbox_id);
+        sandboxes.push(started);
     }
-    let mut rs = cri.runtime();
-    for id in sandboxes {
-        let _ = rs.stop_pod_sandbox(berth::cri::api::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await;
-        let _ = rs.remove_pod_sandbox(berth::cri::api::RemovePodSandboxRequest { pod_sandbox_id: id }).await;
+    for started in &sandboxes {
+        berth::agent::pods::stop_pod_direct(&cri, started).await?;
     }
 
     // 2. Control plane and agent as separate processes, so the agent's RSS is its own.

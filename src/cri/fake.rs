@@ -114,11 +114,6 @@ impl FakeRuntime {
             .collect()
     }
 
-    /// Advance the fake clock (affects created/started/finished timestamps of later calls).
-    pub fn advance_secs(&self, secs: i64) {
-        self.state.lock().unwrap().now_ns += secs * 1_000_000_000;
-    }
-
     fn begin(
         &self,
         op: &'static str,

@@ -29,18 +29,13 @@ pub struct PodEvent {
 /// Cheap to clone; never blocks, never fails.
 #[derive(Clone, Debug)]
 pub struct Recorder {
-    tx: Option<mpsc::UnboundedSender<PodEvent>>,
+    tx: mpsc::UnboundedSender<PodEvent>,
 }
 
 impl Recorder {
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<PodEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx: Some(tx) }, rx)
-    }
-
-    /// A recorder that drops everything (tests, benchmarks).
-    pub fn discard() -> Self {
-        Self { tx: None }
+        (Self { tx }, rx)
     }
 
     pub fn pod(&self, pod: &PodKey, type_: &'static str, reason: &str, message: String) {
@@ -72,9 +67,8 @@ impl Recorder {
     }
 
     fn send(&self, ev: PodEvent) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(ev);
-        }
+        // The receiver only goes away at shutdown; events are best effort.
+        let _ = self.tx.send(ev);
     }
 }
 
