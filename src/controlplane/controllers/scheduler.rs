@@ -31,7 +31,7 @@ const RETRY: Duration = Duration::from_secs(1);
 struct Scheduler {
     client: Client,
     name: String,
-    pending: Store<Pod>,
+    /// Every pod: the unbound ones are the queue, the bound ones use node resources.
     pods: Store<Pod>,
     nodes: Store<Node>,
     /// uid -> (pod with spec.nodeName set by us, when).
@@ -42,21 +42,10 @@ struct Scheduler {
 
 /// Run the scheduler until `shutdown`.
 pub async fn run(client: Client, scheduler_name: String, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (pending, pending_w) = reflector::store::<Pod>();
     let (pods, pods_w) = reflector::store::<Pod>();
     let (nodes, nodes_w) = reflector::store::<Node>();
     let notify = Arc::new(Notify::new());
 
-    let pending_stream = reflector::reflector(
-        pending_w,
-        watcher(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().fields("spec.nodeName="),
-        ),
-    )
-    .default_backoff()
-    .map_ok(|_| ())
-    .boxed();
     let pods_stream = reflector::reflector(
         pods_w,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
@@ -71,7 +60,7 @@ pub async fn run(client: Client, scheduler_name: String, shutdown: CancellationT
     .default_backoff()
     .map_ok(|_| ())
     .boxed();
-    let mut merged = futures::stream::select_all([pending_stream, pods_stream, nodes_stream]);
+    let mut merged = futures::stream::select_all([pods_stream, nodes_stream]);
     let driver = {
         let notify = notify.clone();
         async move {
@@ -87,7 +76,6 @@ pub async fn run(client: Client, scheduler_name: String, shutdown: CancellationT
     let mut sched = Scheduler {
         client,
         name: scheduler_name,
-        pending: pending.clone(),
         pods: pods.clone(),
         nodes: nodes.clone(),
         assumed: HashMap::new(),
@@ -95,7 +83,6 @@ pub async fn run(client: Client, scheduler_name: String, shutdown: CancellationT
     };
     let main = async {
         let ready = async {
-            pending.wait_until_ready().await?;
             pods.wait_until_ready().await?;
             nodes.wait_until_ready().await
         };
@@ -134,16 +121,15 @@ impl Scheduler {
         let nodes = self.nodes.state();
         let all = self.pods.state();
         let bound: HashSet<&str> = all.iter().filter(|p| is_bound(p)).map(|p| uid(p)).collect();
-        let pending_all = self.pending.state();
-        let known: HashSet<&str> = all.iter().chain(pending_all.iter()).map(|p| uid(p)).collect();
+        let known: HashSet<&str> = all.iter().map(|p| uid(p)).collect();
         self.assumed.retain(|u, (_, at)| {
             !bound.contains(u.as_str()) && (known.contains(u.as_str()) || at.elapsed() < ASSUME_TTL)
         });
 
-        let mut pending: Vec<Arc<Pod>> = pending_all
+        let mut pending: Vec<Arc<Pod>> = all
             .iter()
             .filter(|p| needs_scheduling(p, &self.name))
-            .filter(|p| !bound.contains(uid(p)) && !self.assumed.contains_key(uid(p)))
+            .filter(|p| !self.assumed.contains_key(uid(p)))
             .cloned()
             .collect();
         let pending_uids: HashSet<String> = pending.iter().map(|p| uid(p).to_owned()).collect();
