@@ -72,6 +72,14 @@ in_node() {
 ctr_() { ctr -a "$CTRD_SOCK" -n k8s.io "$@"; }
 containerd_answers() { [[ -S "$CTRD_SOCK" ]] && timeout 10 ctr -a "$CTRD_SOCK" version >/dev/null 2>&1; }
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# The pid file names a live berth or containerd: a pid reused by something else (after a reboot or
+# a crash) is never signalled nor taken for a running berth.
+pid_ours() {
+	local argv0=""
+	pid_alive "$1" || return 1
+	IFS= read -r -d '' argv0 <"/proc/$(cat "$1")/cmdline" 2>/dev/null
+	[[ "$argv0" =~ (^|/)(berth|containerd)$ ]]
+}
 
 [[ $EUID -eq 0 ]] || berth_die "run as root (sudo $0)"
 if [[ -n "$NETNS" && ! -e "/var/run/netns/$NETNS" ]]; then
@@ -80,12 +88,12 @@ fi
 
 # --- --stop ---------------------------------------------------------------------------------
 if [[ "${1:-}" == "--stop" ]]; then
-	if pid_alive "$RUN_DIR/berth.pid"; then
+	if pid_ours "$RUN_DIR/berth.pid"; then
 		berth_log "stopping berth up (pid $(cat "$RUN_DIR/berth.pid"))"
 		berth_stop_pid "$(cat "$RUN_DIR/berth.pid")" 30
 	fi
 	rm -f "$RUN_DIR/berth.pid"
-	if pid_alive "$RUN_DIR/containerd.pid"; then
+	if pid_ours "$RUN_DIR/containerd.pid"; then
 		berth_log "stopping the containerd quickstart started (pid $(cat "$RUN_DIR/containerd.pid"))"
 		berth_stop_pid "$(cat "$RUN_DIR/containerd.pid")" 20
 	fi
@@ -239,7 +247,7 @@ up_args=(up --state-dir "$STATE_DIR" --containerd-socket "$CTRD_SOCK"
 [[ -n "${BERTH_LISTEN:-}" ]] && up_args+=(--listen "$BERTH_LISTEN")
 [[ -n "${BERTH_NODE_IP:-}" ]] && up_args+=(--node-ip "$BERTH_NODE_IP")
 [[ -n "${BERTH_NODE_NAME:-}" ]] && up_args+=(--node-name "$BERTH_NODE_NAME")
-if pid_alive "$RUN_DIR/berth.pid"; then
+if pid_ours "$RUN_DIR/berth.pid"; then
 	berth_log "berth up already running (pid $(cat "$RUN_DIR/berth.pid")); not starting another"
 else
 	berth_log "starting: $PREFIX/bin/berth ${up_args[*]} (log $LOG)"

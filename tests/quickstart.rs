@@ -4,11 +4,41 @@
 //! that works as printed. Then `quickstart.sh --stop` stops what it started.
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::containerd::ContainerdOptions;
 use common::{Containerd, Netns};
+
+/// What quickstart.sh started, stopped with `quickstart.sh --stop` (then mounts its containerd left
+/// under `dir` are unmounted) when dropped: a failing assertion still stops berth up and
+/// containerd before their directories are removed. Declare it after the temp dir and the
+/// namespace so it drops first.
+struct Started {
+    script: PathBuf,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+}
+
+impl Started {
+    fn stop(&self) -> std::process::ExitStatus {
+        Command::new("bash")
+            .arg(&self.script)
+            .arg("--stop")
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .status()
+            .expect("run quickstart.sh --stop")
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.stop();
+        common::umount_below(&self.dir);
+    }
+}
 
 #[test]
 fn quickstart_script_in_a_netns() {
@@ -16,8 +46,8 @@ fn quickstart_script_in_a_netns() {
         return;
     }
     let _serial = common::serial();
-    let ns = Netns::new();
     let tmp = common::temp_dir("berth-qs-");
+    let ns = Netns::new();
     let t = tmp.path();
     // containerd runs CNI plugins from the (still empty) dir quickstart.sh installs berth-cni into
     std::fs::create_dir_all(t.join("cni-bin")).unwrap();
@@ -48,6 +78,7 @@ fn quickstart_script_in_a_netns() {
         ("BERTH_READY_TIMEOUT".into(), "120".into()),
     ];
     let script = common::workspace_root().join("packaging/quickstart.sh");
+    let started = Started { script: script.clone(), env: env.clone(), dir: t.to_path_buf() };
     let out = Command::new("bash")
         .arg(&script)
         .envs(env.iter().cloned())
@@ -92,20 +123,11 @@ fn quickstart_script_in_a_netns() {
 
     // --stop stops berth up (by its pid file)
     let pid: i32 = std::fs::read_to_string(t.join("run/berth.pid")).unwrap().trim().parse().unwrap();
-    let st = Command::new("bash")
-        .arg(&script)
-        .arg("--stop")
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    assert!(started.stop().success());
     // SAFETY: signal 0 only checks existence.
     let alive = unsafe { libc::kill(pid, 0) } == 0;
     assert!(!alive || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
         "berth up (pid {pid}) still running after --stop");
-    drop(c);
-    drop(ns);
 }
 
 /// The fresh-host path: no containerd answering, so quickstart.sh writes its containerd config
@@ -117,8 +139,8 @@ fn quickstart_script_starts_its_own_containerd() {
         return;
     }
     let _serial = common::serial();
-    let ns = Netns::new();
     let tmp = common::temp_dir("berth-qs2-");
+    let ns = Netns::new();
     let t = tmp.path().to_path_buf();
     let p = |s: &str| t.join(s).display().to_string();
     let env: Vec<(String, String)> = vec![
@@ -145,14 +167,7 @@ fn quickstart_script_starts_its_own_containerd() {
         ("BERTH_READY_TIMEOUT".into(), "120".into()),
     ];
     let script = common::workspace_root().join("packaging/quickstart.sh");
-    let stop = || {
-        let _ = Command::new("bash")
-            .arg(&script)
-            .arg("--stop")
-            .envs(env.iter().cloned())
-            .stdin(Stdio::null())
-            .status();
-    };
+    let started = Started { script: script.clone(), env: env.clone(), dir: t.clone() };
     let out = Command::new("bash")
         .arg(&script)
         .envs(env.iter().cloned())
@@ -165,8 +180,6 @@ fn quickstart_script_starts_its_own_containerd() {
     if !out.status.success() {
         common::dump_log("berth up (quickstart)", &t.join("berth.log"), 60);
         common::dump_log("containerd (quickstart)", &t.join("ctrd/containerd.log"), 40);
-        stop();
-        common::umount_below(&t);
         panic!("quickstart.sh failed: {}", out.status);
     }
     let cfg = std::fs::read_to_string(t.join("ctrd/config.toml")).expect("containerd config written");
@@ -178,12 +191,10 @@ fn quickstart_script_starts_its_own_containerd() {
     let o = common::run_ok(Command::new("bash").arg("-c").arg(get_nodes));
     assert!(o.contains(" Ready"), "{o}");
     let ctrd_pid: i32 = std::fs::read_to_string(t.join("run/containerd.pid")).unwrap().trim().parse().unwrap();
-    stop();
+    started.stop();
     assert!(!t.join("run/containerd.pid").exists());
     // SAFETY: signal 0 only checks existence.
     let gone = unsafe { libc::kill(ctrd_pid, 0) } != 0
         || std::fs::read_to_string(format!("/proc/{ctrd_pid}/stat")).is_ok_and(|s| s.contains(") Z "));
     assert!(gone, "containerd (pid {ctrd_pid}) still running after --stop");
-    common::umount_below(&t);
-    drop(ns);
 }
