@@ -11,7 +11,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +38,7 @@ fn main() {
     // outside, so the namespace's teardown, which kills what runs inside, never hits this process.
     let report = std::thread::scope(|s| {
         s.spawn(|| {
-            enter_netns(&ns.path());
+            ns.enter_this_thread();
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(run(&ns, &ctd, work.path(), n))
         })
@@ -53,13 +52,6 @@ fn main() {
             panic!("benchmark failed: {e:#}");
         }
     }
-}
-
-fn enter_netns(path: &str) {
-    let f = std::fs::File::open(path).expect("open netns");
-    // SAFETY: setns on a valid namespace fd changes only the calling thread's namespace.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
 struct Report {

@@ -28,25 +28,14 @@ fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
-log() { echo "images/build.sh: $*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+BERTH_LOG_TAG=images/build.sh
+# shellcheck source=../packaging/lib.sh
+source "$here/../packaging/lib.sh"
+log() { berth_log "$@"; }
+die() { berth_die "$@"; }
 
-# --- tools ---------------------------------------------------------------------------------
-need_pkgs=()
-dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_pkgs+=(busybox-static)
-command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
-# static libc for `gcc -static`
-gcc_libc="$( (gcc -print-file-name=libc.a 2>/dev/null) || true)"
-[[ -n "$gcc_libc" && -f "$gcc_libc" ]] || need_pkgs+=(libc6-dev)
-if ((${#need_pkgs[@]})); then
-	[[ $EUID -eq 0 ]] || die "missing packages ${need_pkgs[*]}; run as root or: apt-get install ${need_pkgs[*]}"
-	log "installing ${need_pkgs[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >&2
-fi
+# --- tools (busybox-static for the busybox image, gcc + static libc for pause) --------------
+berth_ensure_packages busybox-static gcc libc6-dev
 BUSYBOX=/bin/busybox
 [[ -x "$BUSYBOX" ]] || die "$BUSYBOX not found (package busybox-static)"
 if command -v ldd >/dev/null 2>&1 && ldd "$BUSYBOX" 2>&1 | grep -q '=>'; then

@@ -253,15 +253,10 @@ fn containerd_runs_cri_pod_with_berth_cni() {
     let c = Containerd::start(&ns);
     assert!(c.cni_bin_dir.join("berth-cni").exists() && c.cni_bin_dir.join("loopback").exists());
     let data = c.root.join("cni-data");
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "berth",
-        "plugins": [{
-            "type": "berth-cni", "bridge": "berth0", "mtu": 1500, "isGateway": true, "hairpinMode": true,
-            "ipam": {"subnet": format!("10.244.{}.0/24", ns.index), "gateway": format!("10.244.{}.1", ns.index),
-                     "dataDir": data}
-        }]
-    });
-    std::fs::write(c.cni_conf_dir.join("10-berth.conflist"), conf.to_string()).unwrap();
+    use berth::agent::cni_conf;
+    let cidr = format!("10.244.{}.0/24", ns.index).parse().unwrap();
+    let conf = cni_conf::render(cni_conf::NETWORK_NAME, "berth0", 1500, cidr, &data).unwrap();
+    cni_conf::write_atomic(&c.cni_conf_dir, &conf).unwrap();
     cri_pod_roundtrip(&ns, &c, &data.join("berth"), &format!("10.244.{}.", ns.index));
 }
 

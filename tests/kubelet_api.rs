@@ -161,14 +161,6 @@ async fn read_ws_channels(s: &mut Tls) -> HashMap<u8, Vec<u8>> {
 }
 
 /// Join the node's network namespace on the calling thread only (setns(2) with CLONE_NEWNET).
-fn enter_netns(path: &str) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: setns(2) with a valid fd; it changes the network namespace of this thread only.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-}
-
 /// The kubelet server + client part; runs on a thread inside the node's netns. The pod is running.
 async fn scenario(work: PathBuf, socket: PathBuf, log_root: PathBuf, cni_conf_dir: PathBuf, cni_data_dir: PathBuf, cid: String) {
     let cri = Cri::connect(&socket).await.expect("CRI connect");
@@ -466,7 +458,7 @@ fn kubelet_api_against_private_containerd() {
     let ns_path = ns.path();
     let (socket, conf_dir) = (c.socket.clone(), c.cni_conf_dir.clone());
     let result = std::thread::spawn(move || {
-        enter_netns(&ns_path);
+        common::netns::enter_this_thread(&ns_path);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(scenario(work, socket, log_root, conf_dir, cni_data_dir, cid));
     })

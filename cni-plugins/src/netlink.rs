@@ -243,15 +243,6 @@ impl Nl {
         }
     }
 
-    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NlError> {
-        let mut s = self.handle.link().get().match_index(index).execute();
-        match s.try_next().await {
-            Ok(m) => Ok(m.map(Link::from_msg)),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(nl(format!("get link #{index}"))(e)),
-        }
-    }
-
     /// The bridge `name`, created (up, with `mtu` and a fixed random MAC, so it does not follow
     /// its ports' addresses) if missing, brought up if down. A non-bridge link of that name is a
     /// conflict.

@@ -55,6 +55,12 @@ impl Netns {
         c
     }
 
+    /// Move the calling thread (only it, and threads it creates afterwards) into this namespace.
+    /// The main test thread must stay outside: dropping the namespace kills what runs inside.
+    pub fn enter_this_thread(&self) {
+        enter_this_thread(&self.path());
+    }
+
     pub fn path(&self) -> String {
         format!("/var/run/netns/{}", self.name)
     }
@@ -91,15 +97,19 @@ impl Netns {
     }
 }
 
-impl Default for Netns {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 impl Drop for Netns {
     fn drop(&mut self) {
         self.kill_all(Duration::from_secs(5));
         let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
     }
+}
+
+/// [`Netns::enter_this_thread`] by path (for threads that cannot borrow the guard).
+pub fn enter_this_thread(path: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: setns(2) with a valid fd; it changes the network namespace of this thread only.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
