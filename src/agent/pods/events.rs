@@ -3,13 +3,13 @@
 //! `lastTimestamp` with a merge patch instead of creating a new Event.
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::kuberuntime::PodKey;
+use crate::k8s::events;
 use super::status::now_time;
 
 pub const NORMAL: &str = "Normal";
@@ -73,37 +73,23 @@ impl Recorder {
 }
 
 /// The Event object for a first occurrence (pure).
-pub fn build_event(ev: &PodEvent, node: &str, name: String) -> Event {
-    let now = now_time();
-    Event {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(ev.pod.namespace.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(ev.pod.name.clone()),
-            namespace: Some(ev.pod.namespace.clone()),
-            uid: Some(ev.pod.uid.clone()),
-            field_path: ev.field_path.clone(),
-            ..Default::default()
-        },
-        reason: Some(ev.reason.clone()),
-        message: Some(ev.message.clone()),
-        type_: Some(ev.type_.to_string()),
-        count: Some(1),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        source: Some(EventSource {
-            component: Some("kubelet".into()),
-            host: Some(node.to_string()),
-        }),
-        reporting_component: Some("kubelet".into()),
-        reporting_instance: Some(node.to_string()),
+pub fn build_event(ev: &PodEvent, node: &str, name: String, now: jiff::Timestamp) -> Event {
+    let involved = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(ev.pod.name.clone()),
+        namespace: Some(ev.pod.namespace.clone()),
+        uid: Some(ev.pod.uid.clone()),
+        field_path: ev.field_path.clone(),
         ..Default::default()
-    }
+    };
+    events::first_occurrence(
+        involved,
+        name,
+        events::Reporter { component: "kubelet", host: Some(node) },
+        events::Occurrence { type_: ev.type_, reason: &ev.reason, message: &ev.message },
+        now,
+    )
 }
 
 /// Post events until shutdown. Errors are logged and dropped.
@@ -138,9 +124,9 @@ pub async fn run_recorder(
         if seen.len() >= MAX_TRACKED {
             seen.clear();
         }
-        let nanos = jiff::Timestamp::now().as_nanosecond();
-        let name = format!("{}.{:x}", ev.pod.name, nanos);
-        let obj = build_event(&ev, &node, name.clone());
+        let now = jiff::Timestamp::now();
+        let name = events::event_name(&ev.pod.name, now);
+        let obj = build_event(&ev, &node, name.clone(), now);
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => {
                 seen.insert(ev, (name, 1));
@@ -167,7 +153,7 @@ mod tests {
             reason: "Pulled".into(),
             message: "m".into(),
         };
-        let e = build_event(&ev, "node1", "web.1".into());
+        let e = build_event(&ev, "node1", "web.1".into(), jiff::Timestamp::now());
         assert_eq!(
             e.involved_object.field_path.as_deref(),
             Some("spec.containers{c}")

@@ -1,9 +1,10 @@
 //! core/v1 Events, the way client-go's event recorder writes them.
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource, ResourceExt};
+
+use crate::k8s::events;
 
 /// `Normal` or `Warning`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +35,6 @@ where
     K: Resource<DynamicType = ()>,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
-    let namespace = obj.meta().namespace.clone().unwrap_or_else(|| "default".to_owned());
     let involved = ObjectReference {
         api_version: Some(K::api_version(&()).into_owned()),
         kind: Some(K::kind(&()).into_owned()),
@@ -44,27 +44,13 @@ where
         resource_version: obj.meta().resource_version.clone(),
         ..Default::default()
     };
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: Some(namespace),
-            ..Default::default()
-        },
-        involved_object: involved,
-        reason: Some(reason.to_owned()),
-        message: Some(message.to_owned()),
-        type_: Some(type_.as_str().to_owned()),
-        source: Some(EventSource {
-            component: Some(component.to_owned()),
-            host: None,
-        }),
-        reporting_component: Some(component.to_owned()),
-        reporting_instance: Some(component.to_owned()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Default::default()
-    }
+    events::first_occurrence(
+        involved,
+        events::event_name(&name, now),
+        events::Reporter { component, host: None },
+        events::Occurrence { type_: type_.as_str(), reason, message },
+        now,
+    )
 }
 
 /// Post an Event about `obj` (namespaced objects: in their namespace; cluster-scoped ones: in
@@ -74,8 +60,8 @@ where
     K: Resource<DynamicType = ()>,
 {
     let ev = build_event(obj, component, type_, reason, message, jiff::Timestamp::now());
-    let ns = ev.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
-    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    // first_occurrence always sets the namespace.
+    let api: Api<Event> = Api::namespaced(client.clone(), ev.metadata.namespace.as_deref().unwrap_or_default());
     if let Err(e) = api.create(&PostParams::default(), &ev).await {
         tracing::warn!(object = %obj.name_any(), reason, error = %e, "could not record event");
     }
