@@ -16,7 +16,7 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{success_status, ApiError};
 use super::table::{self, IncludeObject};
 use super::{discovery, pods, proxy, watch, State};
-use crate::controlplane::store::{Action, Key, Store, StoreError};
+use crate::controlplane::store::{Action, Store, StoreError};
 use crate::streamproxy::Body;
 
 /// Largest request body accepted (kube's limit is 3 MiB).
@@ -430,10 +430,6 @@ fn accept_of(parts: &http::request::Parts) -> String {
         .to_string()
 }
 
-fn store_key(def: &ResourceDef, ns: &str, name: &str) -> Key {
-    Key::new(&def.qualified(), if def.namespaced { ns } else { "" }, name)
-}
-
 async fn resource(
     state: &Arc<State>,
     t: Target,
@@ -550,7 +546,7 @@ async fn get(
     repr: Repr,
 ) -> Result<Response<Body>, ApiError> {
     let store = state.store.clone();
-    let key = store_key(def, ns, name);
+    let key = def.key(ns, name);
     let obj = blocking(move || store.get(&key))
         .await??
         .ok_or_else(|| ApiError::not_found(def, name))?;
@@ -627,12 +623,11 @@ async fn list(
 }
 
 async fn namespace_exists(store: &Arc<Store>, ns: &str) -> Result<(), ApiError> {
-    let nsdef = resources::find("", "v1", "namespaces").expect("served");
-    let key = Key::new(&nsdef.qualified(), "", ns);
+    let key = resources::namespaces().key("", ns);
     let s = store.clone();
     match blocking(move || s.get(&key)).await?? {
         Some(_) => Ok(()),
-        None => Err(ApiError::not_found(nsdef, ns)),
+        None => Err(ApiError::not_found(resources::namespaces(), ns)),
     }
 }
 
@@ -668,14 +663,14 @@ async fn create(
     let name = object::name_of(&obj).to_string();
     if q.dry_run() {
         let store = state.store.clone();
-        let key = store_key(def, ns, &name);
+        let key = def.key(ns, &name);
         if blocking(move || store.get(&key)).await??.is_some() {
             return Err(ApiError::already_exists(def, &name));
         }
         return Ok(with_warnings(json_response(201, &obj), &warnings));
     }
     let store = state.store.clone();
-    let key = store_key(def, ns, &name);
+    let key = def.key(ns, &name);
     let out = blocking(move || {
         store.transact(&key, |cur| {
             if cur.is_some() {
@@ -714,7 +709,7 @@ async fn update(
     object::check_type(def, &mut obj, def.kind, &def.api_version())?;
     let warnings = object::typecheck(def, &mut obj, fv)?;
     let store = state.store.clone();
-    let key = store_key(def, ns, name);
+    let key = def.key(ns, name);
     let name_s = name.to_string();
     let dry = q.dry_run();
     let out = blocking(move || {
@@ -748,7 +743,7 @@ async fn patch_object(
 ) -> Result<Response<Body>, ApiError> {
     let fv = field_validation(q)?;
     let store = state.store.clone();
-    let key = store_key(def, ns, name);
+    let key = def.key(ns, name);
     let name_s = name.to_string();
     let dry = q.dry_run();
     let out = blocking(move || {
@@ -816,7 +811,7 @@ async fn delete_one(
         ));
     }
     let store = state.store.clone();
-    let key = store_key(def, ns, name);
+    let key = def.key(ns, name);
     let name_s = name.to_string();
     let out = blocking(move || {
         store.transact(&key, |cur| {
@@ -986,7 +981,7 @@ async fn binding(
         .and_then(Value::as_str)
         .map(str::to_string);
     let store = state.store.clone();
-    let key = store_key(def, ns, name);
+    let key = def.key(ns, name);
     let name_s = name.to_string();
     let dry = q.dry_run();
     let now = object::now_rfc3339();

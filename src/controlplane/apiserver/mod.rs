@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::controlplane::store::{Action, Key, Store};
+use crate::controlplane::store::{Action, Store};
 
 /// Configuration of the API server.
 pub struct ApiServerConfig {
@@ -111,9 +111,9 @@ pub async fn bind(cfg: ApiServerConfig) -> anyhow::Result<ApiServer> {
 async fn ensure_namespaces(store: &Arc<Store>) -> anyhow::Result<()> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let def = resources::find("", "v1", "namespaces").expect("namespaces are served");
+        let def = resources::namespaces();
         for ns in INITIAL_NAMESPACES {
-            let key = Key::new(&def.qualified(), "", ns);
+            let key = def.key("", ns);
             let now = object::now_rfc3339();
             store.transact::<(), std::convert::Infallible>(&key, |cur| {
                 if cur.is_some() {

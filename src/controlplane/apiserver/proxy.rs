@@ -10,7 +10,6 @@ use super::handlers::{blocking, Query};
 use super::resources::{self, ResourceDef, Sub};
 use super::status::ApiError;
 use super::State;
-use crate::controlplane::store::Key;
 use crate::streamproxy::Body;
 
 /// Pick the container: the named one, or the only one (kube: "a container name must be specified").
@@ -163,7 +162,7 @@ pub(crate) async fn pod_subresource(
         ));
     }
     let store = state.store.clone();
-    let key = Key::new(&def.qualified(), ns, name);
+    let key = def.key(ns, name);
     let pod = blocking(move || store.get(&key))
         .await??
         .ok_or_else(|| ApiError::not_found(def, name))?;
@@ -199,9 +198,9 @@ pub(crate) async fn pod_subresource(
             )));
         }
     }
-    let nodes = resources::find("", "v1", "nodes").expect("served");
+    let nodes = resources::nodes();
     let store = state.store.clone();
-    let key = Key::new(&nodes.qualified(), "", &node_name);
+    let key = nodes.key("", &node_name);
     let node = blocking(move || store.get(&key))
         .await??
         .ok_or_else(|| ApiError::not_found(nodes, &node_name))?;

@@ -76,6 +76,11 @@ const FULL_VERBS: &[&str] = &[
 ];
 
 impl ResourceDef {
+    /// The store key of object `name` (in namespace `ns` when the resource is namespaced).
+    pub fn key(&self, ns: &str, name: &str) -> crate::controlplane::store::Key {
+        crate::controlplane::store::Key::new(&self.qualified(), if self.namespaced { ns } else { "" }, name)
+    }
+
     /// `pods`, `leases.coordination.k8s.io`: kube's GroupResource string and our storage prefix.
     pub fn qualified(&self) -> String {
         if self.group.is_empty() {
@@ -301,6 +306,16 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// core/v1 namespaces (always served).
+pub fn namespaces() -> &'static ResourceDef {
+    find("", "v1", "namespaces").expect("namespaces are served")
+}
+
+/// core/v1 nodes (always served).
+pub fn nodes() -> &'static ResourceDef {
+    find("", "v1", "nodes").expect("nodes are served")
 }
 
 /// The API groups (other than core) with their versions.
