@@ -523,18 +523,15 @@ fn render_one(def: &ResourceDef, obj: &Value, repr: Repr) -> Value {
     match repr {
         Repr::Object => obj.clone(),
         Repr::PartialMetadata => table::partial_metadata(obj),
-        Repr::Table(v) => {
-            let mut t = table::table(
-                def,
-                &[obj],
-                object::rv_of(obj),
-                IncludeObject::Metadata,
-                true,
-                jiff::Timestamp::now(),
-            );
-            t["apiVersion"] = format!("meta.k8s.io/{v}").into();
-            t
-        }
+        Repr::Table(v) => table::table(
+            def,
+            &[obj],
+            object::rv_of(obj),
+            IncludeObject::Metadata,
+            true,
+            v,
+            jiff::Timestamp::now(),
+        ),
     }
 }
 
@@ -602,9 +599,7 @@ async fn list(
         Repr::Table(v) => {
             let include = IncludeObject::parse(q.get("includeObject"));
             let refs: Vec<&Value> = items.iter().collect();
-            let mut t = table::table(def, &refs, &rv, include, true, jiff::Timestamp::now());
-            t["apiVersion"] = format!("meta.k8s.io/{v}").into();
-            t
+            table::table(def, &refs, &rv, include, true, v, jiff::Timestamp::now())
         }
         Repr::PartialMetadata => json!({
             "kind": "PartialObjectMetadataList",

@@ -517,11 +517,12 @@ pub fn table(
     rv: &str,
     include: IncludeObject,
     with_columns: bool,
+    version: &str,
     now: jiff::Timestamp,
 ) -> Value {
     json!({
         "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
+        "apiVersion": format!("meta.k8s.io/{version}"),
         "metadata": {"resourceVersion": rv},
         "columnDefinitions": if with_columns { columns(def.printer) } else { vec![] },
         "rows": objs.iter().map(|o| row(def, o, include, now)).collect::<Vec<_>>(),
@@ -603,7 +604,7 @@ mod tests {
             ]
         );
         let def = find("", "v1", "pods").unwrap();
-        let t = table(def, &[&p], "5", IncludeObject::Metadata, true, now());
+        let t = table(def, &[&p], "5", IncludeObject::Metadata, true, "v1", now());
         assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 9);
         assert_eq!(t["columnDefinitions"][5]["priority"], 1);
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");

@@ -55,16 +55,16 @@ impl Encoder {
             Repr::Object => obj.clone(),
             Repr::PartialMetadata => table::partial_metadata(obj),
             Repr::Table(v) => {
-                let mut t = table::table(
+                let t = table::table(
                     self.def,
                     &[obj],
                     super::object::rv_of(obj),
                     self.include,
                     !self.sent_columns,
+                    v,
                     jiff::Timestamp::now(),
                 );
                 self.sent_columns = true;
-                t["apiVersion"] = format!("meta.k8s.io/{v}").into();
                 t
             }
         };
