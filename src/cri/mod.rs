@@ -36,6 +36,17 @@ pub enum CriError {
     },
 }
 
+/// For answering a CRI failure over gRPC-flavoured interfaces (the kubelet API reports CRI errors
+/// with their gRPC code, like kubelet).
+impl From<CriError> for tonic::Status {
+    fn from(e: CriError) -> Self {
+        match e {
+            CriError::Call { status, .. } => status,
+            other => tonic::Status::internal(other.to_string()),
+        }
+    }
+}
+
 impl CriError {
     /// The object named in the call does not exist (gRPC NotFound).
     pub fn is_not_found(&self) -> bool {

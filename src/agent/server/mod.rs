@@ -28,7 +28,7 @@ use crate::agent::pods::kuberuntime::{
     LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
 use crate::agent::AgentConfig;
-use crate::cri::{api as cri_api, Cri};
+use crate::cri::{api as cri_api, Cri, CriError, Runtime};
 use crate::streamproxy::{self, Body, BoxError};
 
 
@@ -262,7 +262,8 @@ async fn handle(state: State, req: http::Request<Incoming>) -> Response<Body> {
 // Finding pods and containers through CRI labels.
 
 /// A CRI failure answered like kubelet's `streaming.WriteError`: NotFound -> 404, else 500.
-fn cri_error(status: tonic::Status) -> Response<Body> {
+fn cri_error(status: impl Into<tonic::Status>) -> Response<Body> {
+    let status = status.into();
     let code = match status.code() {
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
         tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
@@ -284,7 +285,7 @@ async fn find_sandbox(
     namespace: &str,
     pod: &str,
     uid: Option<&str>,
-) -> Result<Option<cri_api::PodSandbox>, tonic::Status> {
+) -> Result<Option<cri_api::PodSandbox>, CriError> {
     let mut labels = HashMap::from([
         (LABEL_POD_NAMESPACE.to_owned(), namespace.to_owned()),
         (LABEL_POD_NAME.to_owned(), pod.to_owned()),
@@ -292,18 +293,7 @@ async fn find_sandbox(
     if let Some(uid) = uid {
         labels.insert(LABEL_POD_UID.to_owned(), uid.to_owned());
     }
-    let filter = cri_api::PodSandboxFilter {
-        label_selector: labels,
-        ..Default::default()
-    };
-    let mut items = cri
-        .runtime()
-        .list_pod_sandbox(cri_api::ListPodSandboxRequest {
-            filter: Some(filter),
-        })
-        .await?
-        .into_inner()
-        .items;
+    let mut items = cri.list_pod_sandboxes(labels).await?;
     let ready = cri_api::PodSandboxState::SandboxReady as i32;
     items.sort_by_key(|s| (s.state == ready, s.created_at));
     Ok(items.pop())
@@ -314,25 +304,14 @@ async fn find_containers(
     cri: &Cri,
     sandbox: &cri_api::PodSandbox,
     container: &str,
-) -> Result<Vec<cri_api::Container>, tonic::Status> {
+) -> Result<Vec<cri_api::Container>, CriError> {
     let mut labels = HashMap::from([(LABEL_CONTAINER_NAME.to_owned(), container.to_owned())]);
     for k in [LABEL_POD_NAMESPACE, LABEL_POD_NAME, LABEL_POD_UID] {
         if let Some(v) = sandbox.labels.get(k) {
             labels.insert(k.to_owned(), v.clone());
         }
     }
-    let filter = cri_api::ContainerFilter {
-        label_selector: labels,
-        ..Default::default()
-    };
-    let mut items = cri
-        .runtime()
-        .list_containers(cri_api::ListContainersRequest {
-            filter: Some(filter),
-        })
-        .await?
-        .into_inner()
-        .containers;
+    let mut items = cri.list_containers(labels).await?;
     sort_newest_first(&mut items);
     Ok(items)
 }
@@ -356,17 +335,10 @@ struct CriRunning {
 
 impl logs::ContainerRunning for CriRunning {
     async fn running(&mut self) -> bool {
-        let req = cri_api::ContainerStatusRequest {
-            container_id: self.id.clone(),
-            verbose: false,
-        };
-        match self.cri.runtime().container_status(req).await {
-            Ok(r) => r
-                .into_inner()
-                .status
-                .is_some_and(|s| s.state == cri_api::ContainerState::ContainerRunning as i32),
-            Err(_) => false,
-        }
+        self.cri
+            .container_status(&self.id)
+            .await
+            .is_ok_and(|s| s.state == cri_api::ContainerState::ContainerRunning as i32)
     }
 }
 
@@ -436,16 +408,8 @@ async fn container_logs(
         };
         return full(StatusCode::BAD_REQUEST, msg);
     };
-    let status = match state
-        .cri
-        .runtime()
-        .container_status(cri_api::ContainerStatusRequest {
-            container_id: c.id.clone(),
-            verbose: false,
-        })
-        .await
-    {
-        Ok(r) => r.into_inner().status.unwrap_or_default(),
+    let status = match state.cri.container_status(&c.id).await {
+        Ok(s) => s,
         Err(e) => return cri_error(e),
     };
     let uid = sandbox
