@@ -993,10 +993,7 @@ async fn binding(
                     )));
                 }
             }
-            if cur
-                .pointer("/metadata/deletionTimestamp")
-                .is_some_and(|v| !v.is_null())
-            {
+            if object::is_deleting(cur) {
                 return Err(conflict(format!(
                     "pod {name_s} is being deleted, cannot be assigned to a host"
                 )));

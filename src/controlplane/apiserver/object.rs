@@ -470,11 +470,15 @@ pub fn prepare_update(
     Ok(new)
 }
 
+/// Whether the object has a deletion pending (metadata.deletionTimestamp set).
+pub fn is_deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+}
+
 /// Whether an updated object must now be removed (deletion pending, no finalizers left,
 /// grace period over): kube's ShouldDeleteDuringUpdate.
 pub fn should_delete_after_update(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
+    is_deleting(obj)
         && finalizers_empty(obj)
         && obj
             .pointer("/metadata/deletionGracePeriodSeconds")
@@ -583,9 +587,7 @@ pub fn delete_decision(
     } else {
         0
     };
-    let pending = obj
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null());
+    let pending = is_deleting(obj);
     let current_grace = obj
         .pointer("/metadata/deletionGracePeriodSeconds")
         .and_then(Value::as_i64);

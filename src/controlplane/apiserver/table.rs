@@ -254,9 +254,7 @@ pub fn pod_status_reason(pod: &Value) -> String {
             };
         }
     }
-    let deleting = pod
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null());
+    let deleting = super::object::is_deleting(pod);
     if deleting && s(pod, "/status/reason") == "NodeLost" {
         reason = "Unknown".into();
     } else if deleting && phase != "Succeeded" && phase != "Failed" {
