@@ -189,6 +189,9 @@ async fn scenario(work: PathBuf, socket: PathBuf, log_root: PathBuf, cni_conf_di
         bridge: "berth0".into(),
         mtu: 1500,
         kubelet_version: "v1.33.0".into(),
+        node_labels: Default::default(),
+        cluster_dns: Vec::new(),
+        cluster_domain: "cluster.local".into(),
     });
     let server_tls = berth::agent::server::tls_config(&cfg).expect("kubelet TLS config");
     assert!(work.join("agent/pki/kubelet.crt").exists());

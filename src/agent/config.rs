@@ -29,6 +29,11 @@ pub struct AgentConfig {
     pub mtu: u32,
     /// Kubernetes version the node reports as kubeletVersion.
     pub kubelet_version: String,
+    /// Labels the Node is registered with besides kubelet's defaults (kubelet's --node-labels).
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Cluster DNS servers and domain (KubeletConfiguration clusterDNS / clusterDomain).
+    pub cluster_dns: Vec<IpAddr>,
+    pub cluster_domain: String,
 }
 
 /// The default node name: the host name, lower-cased (kubelet's default).

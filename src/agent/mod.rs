@@ -4,8 +4,10 @@
 //! (registration, status, lease, CNI config), the pod lifecycle and the kubelet API server.
 pub mod cni_conf;
 pub mod config;
+pub mod join;
 pub mod node;
 pub mod pods;
+pub mod sdnotify;
 pub mod server;
 
 use std::sync::Arc;

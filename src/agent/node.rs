@@ -633,10 +633,10 @@ async fn try_register(api: &Api<Node>, cfg: &AgentConfig) -> Result<Node, NodeEr
             source,
         }
     };
-    match api
-        .create(&PostParams::default(), &initial_node(name, arch()))
-        .await
-    {
+    let mut node = initial_node(name, arch());
+    // kubelet's --node-labels, applied over its defaults at registration only.
+    node.metadata.labels.get_or_insert_with(BTreeMap::new).extend(cfg.node_labels.clone());
+    match api.create(&PostParams::default(), &node).await {
         Ok(n) => {
             tracing::info!(node = %name, "registered node");
             Ok(n)
@@ -694,6 +694,7 @@ pub async fn run_with(
         Err(_) if shutdown.is_cancelled() => return Ok(()),
         Err(e) => return Err(e),
     };
+    crate::agent::sdnotify::ready(&format!("node {} registered", cfg.node_name));
     let uid = node.metadata.uid.clone();
     let prev = node
         .status
@@ -1507,6 +1508,9 @@ mod api_tests {
             bridge: "berth0".into(),
             mtu: 1450,
             kubelet_version: "v1.33.0".into(),
+            node_labels: [("tier".to_owned(), "web".to_owned())].into(),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".into(),
         });
         let timing = Timing {
             status_update: Duration::from_millis(300),
