@@ -259,29 +259,255 @@ pub fn typecheck(
     })
 }
 
-/// Validate object metadata (name) plus resource-specific validation.
+/// How a kind's names are validated (kube's per-kind `ValidateNameFunc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// DNS-1123 subdomain (most kinds).
+    Subdomain,
+    /// DNS-1123 label (Namespace).
+    Label,
+    /// DNS-1035 label (Service).
+    Dns1035,
+    /// Any valid path segment (Event, RBAC kinds).
+    PathSegment,
+}
+
+pub fn name_rule(def: &ResourceDef) -> NameRule {
+    match (def.group, def.plural) {
+        ("", "namespaces") => NameRule::Label,
+        ("", "services") => NameRule::Dns1035,
+        ("", "events") | ("events.k8s.io", _) | ("rbac.authorization.k8s.io", _) => {
+            NameRule::PathSegment
+        }
+        _ => NameRule::Subdomain,
+    }
+}
+
+/// kube's path-segment name check (`path.IsValidPathSegmentName`).
+fn validate_path_segment(s: &str) -> Option<String> {
+    if s == "." || s == ".." {
+        return Some(format!("may not be '{s}'"));
+    }
+    for bad in ["/", "%"] {
+        if s.contains(bad) {
+            return Some(format!("may not contain '{bad}'"));
+        }
+    }
+    None
+}
+
+const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
+
+/// None if `s` is a DNS-1035 label, else kube's message.
+pub fn validate_dns1035_label(s: &str) -> Option<String> {
+    if s.len() > 63 {
+        return Some("must be no more than 63 characters".into());
+    }
+    if is_dns_label(s) && s.as_bytes()[0].is_ascii_lowercase() {
+        return None;
+    }
+    Some(format!("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '{DNS1035_LABEL_FMT}')"))
+}
+
+/// Validate a name (or, with `prefix`, a generateName whose trailing '-' is allowed) by `rule`.
+pub fn validate_name(rule: NameRule, name: &str, prefix: bool) -> Option<String> {
+    let n = if prefix {
+        name.strip_suffix('-').unwrap_or(name)
+    } else {
+        name
+    };
+    match rule {
+        NameRule::Subdomain => validate_dns_subdomain(n),
+        NameRule::Label => validate_dns_label(n),
+        NameRule::Dns1035 => validate_dns1035_label(n),
+        NameRule::PathSegment => validate_path_segment(n),
+    }
+}
+
+/// The name kube's SimpleNameGenerator makes of a generateName: at most 58 bytes of it plus 5
+/// random characters (cut on a character boundary).
+pub fn generate_name(base: &str) -> String {
+    let mut end = base.len().min(63 - 5);
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &base[..end], random_suffix())
+}
+
+const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+
+fn is_qualified_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// kube's `IsQualifiedName`: `[prefix/]name`, prefix a DNS subdomain, name ≤ 63 characters.
+pub fn qualified_name_errors(s: &str) -> Vec<String> {
+    let regex_err = |what: &str| {
+        format!("{what}{QUALIFIED_NAME_ERR} (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '{QUALIFIED_NAME_FMT}')")
+    };
+    let parts: Vec<&str> = s.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                return vec!["prefix part must be non-empty".into()];
+            }
+            if let Some(m) = validate_dns_subdomain(prefix) {
+                return vec![format!("prefix part {m}")];
+            }
+            *name
+        }
+        _ => {
+            return vec![format!(
+                "{} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_err("a qualified name ")
+            )]
+        }
+    };
+    let mut out = Vec::new();
+    if name.is_empty() {
+        out.push("name part must be non-empty".into());
+    } else if name.len() > 63 {
+        out.push("name part must be no more than 63 characters".into());
+    }
+    if !name.is_empty() && !is_qualified_part(name) {
+        out.push(regex_err("name part "));
+    }
+    out
+}
+
+/// kube's `IsValidLabelValue`.
+pub fn label_value_errors(v: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if v.len() > 63 {
+        out.push("must be no more than 63 characters".into());
+    }
+    if !v.is_empty() && !is_qualified_part(v) {
+        out.push(format!("{LABEL_VALUE_ERR} (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '({QUALIFIED_NAME_FMT})?')"));
+    }
+    out
+}
+
+/// Total size of all annotations (keys + values), kube's `TotalAnnotationSizeLimitB`.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+/// Largest total of ConfigMap data + binaryData and of Secret data (kube's `MaxSecretSize`).
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// A value shown in a cause, shortened like kube does for long values.
+fn shown(v: &str) -> Value {
+    const MAX: usize = 256;
+    if v.len() <= MAX {
+        return json!(v);
+    }
+    let mut end = MAX;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    json!(format!("{}...(truncated)", &v[..end]))
+}
+
+/// kube's ValidateLabels and ValidateAnnotations on `metadata`.
+pub fn validate_labels_annotations(meta: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Some(labels) = meta.get("labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            for m in qualified_name_errors(k) {
+                causes.push(Cause::invalid("metadata.labels", &shown(k), &m));
+            }
+            let v = v.as_str().unwrap_or("");
+            for m in label_value_errors(v) {
+                causes.push(Cause::invalid("metadata.labels", &shown(v), &m));
+            }
+        }
+    }
+    if let Some(ann) = meta.get("annotations").and_then(Value::as_object) {
+        let mut total = 0usize;
+        for (k, v) in ann {
+            // kube: QualifiedName, except that case does not matter.
+            for m in qualified_name_errors(&k.to_ascii_lowercase()) {
+                causes.push(Cause::invalid("metadata.annotations", &shown(k), &m));
+            }
+            total = total
+                .saturating_add(k.len())
+                .saturating_add(v.as_str().map_or(0, str::len));
+        }
+        if total > MAX_ANNOTATIONS_BYTES {
+            causes.push(Cause::too_long("metadata.annotations", MAX_ANNOTATIONS_BYTES));
+        }
+    }
+    causes
+}
+
+/// Size checks of ConfigMap and Secret payloads (kube: 1 MiB in total).
+fn validate_payload_size(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
+    let total = |fields: &[&str]| -> usize {
+        fields
+            .iter()
+            .filter_map(|f| obj.get(*f).and_then(Value::as_object))
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| k.len().saturating_add(v.as_str().map_or(0, str::len)))
+            .fold(0usize, usize::saturating_add)
+    };
+    match (def.group, def.plural) {
+        ("", "configmaps") if total(&["data", "binaryData"]) > MAX_CONFIG_BYTES => {
+            // kube reports the whole object (field path "").
+            vec![Cause::too_long("[]", MAX_CONFIG_BYTES)]
+        }
+        ("", "secrets") => {
+            // data values are base64 in JSON; kube counts the decoded bytes.
+            let decoded: usize = obj
+                .get("data")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| k.len() + v.as_str().map_or(0, |s| s.len() / 4 * 3))
+                        .fold(0usize, usize::saturating_add)
+                })
+                .unwrap_or(0);
+            let strings = total(&["stringData"]);
+            if decoded.saturating_add(strings) > MAX_CONFIG_BYTES {
+                vec![Cause::too_long("data", MAX_CONFIG_BYTES)]
+            } else {
+                vec![]
+            }
+        }
+        _ => vec![],
+    }
+}
+
+/// Validate object metadata (name, generateName, labels, annotations) plus resource-specific
+/// validation.
 pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     let name = name_of(obj);
+    let rule = name_rule(def);
     let mut causes = Vec::new();
+    if let Some(g) = obj
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str)
+        .filter(|g| !g.is_empty())
+    {
+        if let Some(m) = validate_name(rule, g, true) {
+            causes.push(Cause::invalid("metadata.generateName", &shown(g), &m));
+        }
+    }
     if name.is_empty() {
         causes.push(Cause::required(
             "metadata.name",
             "name or generateName is required",
         ));
-    } else {
-        let msg = if def.plural == "namespaces" {
-            validate_dns_label(name)
-        } else if def.plural == "events" {
-            // Event names are generated as <object>.<hex>; kube only requires a valid path segment.
-            (name.contains('/') || name == "." || name == "..")
-                .then(|| "may not contain '/'".to_string())
-        } else {
-            validate_dns_subdomain(name)
-        };
-        if let Some(m) = msg {
-            causes.push(Cause::invalid("metadata.name", &json!(name), &m));
-        }
+    } else if let Some(m) = validate_name(rule, name, false) {
+        causes.push(Cause::invalid("metadata.name", &shown(name), &m));
     }
+    causes.extend(validate_labels_annotations(&obj["metadata"]));
+    causes.extend(validate_payload_size(def, obj));
     if def.plural == "pods" {
         match old {
             Some(o) => causes.extend(pods::validate_pod_update(obj, o)),
@@ -368,9 +594,7 @@ pub fn prepare_create(
             .and_then(Value::as_str)
             .filter(|g| !g.is_empty())
         {
-            let mut base = g.to_string();
-            base.truncate(63 - 5);
-            meta.insert("name".into(), format!("{base}{}", random_suffix()).into());
+            meta.insert("name".into(), generate_name(g).into());
         }
     }
     meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
@@ -460,7 +684,7 @@ pub fn prepare_update(
     }
     if let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
         let changed = new.get("spec") != old.get("spec");
-        new["metadata"]["generation"] = (if changed { g + 1 } else { g }).into();
+        new["metadata"]["generation"] = (if changed { g.saturating_add(1) } else { g }).into();
     }
     if def.plural == "pods" {
         // Defaulting of containers added by image changes etc. keeps the stored shape stable.
@@ -598,7 +822,11 @@ pub fn delete_decision(
             return Ok(DeleteDecision::Unchanged);
         }
         let mut o = obj.clone();
-        let ts = now + jiff::SignedDuration::from_secs(grace);
+        // Saturating: a grace period of i64::MAX seconds is far past jiff's (and RFC 3339's)
+        // last representable instant; kube stores such values as given.
+        let ts = now
+            .checked_add(jiff::SignedDuration::from_secs(grace))
+            .unwrap_or(jiff::Timestamp::MAX);
         o["metadata"]["deletionTimestamp"] = format_time(ts).into();
         o["metadata"]["deletionGracePeriodSeconds"] = grace.into();
         return Ok(DeleteDecision::Update(o));

@@ -160,6 +160,16 @@ pub fn validate_pod(pod: &Value) -> Vec<Cause> {
             ));
         }
     }
+    if let Some(v) = pod.pointer("/spec/activeDeadlineSeconds").filter(|v| !v.is_null()) {
+        // kube: 1 ..= math.MaxInt32 (validation.InclusiveRangeError).
+        if !v.as_i64().is_some_and(|n| (1..=i64::from(i32::MAX)).contains(&n)) {
+            causes.push(Cause::invalid(
+                "spec.activeDeadlineSeconds",
+                v,
+                "must be between 1 and 2147483647, inclusive",
+            ));
+        }
+    }
     if let Some(n) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
         if !n.is_empty() {
             if let Some(msg) = validate_dns_subdomain(n) {

@@ -75,6 +75,14 @@ impl Cause {
             field: field.into(),
         }
     }
+    /// kube's `field.TooLong` with a byte limit.
+    pub fn too_long(field: impl Into<String>, max_bytes: usize) -> Cause {
+        Cause {
+            reason: "FieldValueTooLong",
+            message: format!("Too long: may not be more than {max_bytes} bytes"),
+            field: field.into(),
+        }
+    }
     /// `field: message`, as in kube's aggregated error text.
     pub fn text(&self) -> String {
         format!("{}: {}", self.field, self.message)

@@ -7,7 +7,7 @@ use http::Response;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::handlers::{blocking, Filter, Query, Repr};
 use super::resources::ResourceDef;
@@ -116,10 +116,11 @@ pub(crate) async fn watch(
     };
     let store = state.store.clone();
     let resource = def.qualified();
+    let store_w = store.clone();
     // sendInitialEvents=true with a revision: kube streams the state at that revision; we send
     // the current state, which is at least as new.
     let watch_from = if send_initial { None } else { from };
-    let w = match blocking(move || store.watch(&resource, watch_from)).await? {
+    let w = match blocking(move || store_w.watch(&resource, watch_from)).await? {
         Ok(w) => w,
         // Like kube's watch cache (newErrWatcher): a 200 stream with a single ERROR event.
         Err(StoreError::Expired { requested, oldest }) => {
@@ -140,7 +141,8 @@ pub(crate) async fn watch(
         sent_columns: false,
     };
 
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    // Few encoded events in flight per watcher (each up to an object's 1.5 MiB).
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(timeout);
@@ -168,7 +170,7 @@ pub(crate) async fn watch(
         tick.tick().await;
         let resource = def.qualified();
         loop {
-            let msg = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
@@ -176,31 +178,30 @@ pub(crate) async fn watch(
                     if tx.send(enc.bookmark(last, false)).await.is_err() { return; }
                     continue;
                 }
-                r = live.recv() => r,
-            };
-            match msg {
-                Ok(e) => {
-                    if e.revision <= last {
-                        continue;
-                    }
-                    last = e.revision;
-                    if e.key.resource != resource {
-                        continue;
-                    }
-                    if let Some((k, o)) = translate(def, &filter, &e) {
-                        if tx.send(enc.event(k.as_str(), &o)).await.is_err() {
-                            return;
-                        }
-                    }
+                r = live.changed() => if r.is_err() { return },
+            }
+            // Everything after `last` from the store's history window; a watcher that fell
+            // behind the window (it is bounded in events and bytes) gets 410 Expired.
+            let events = match store.events_after(&resource, last) {
+                Ok((events, head)) => {
+                    last = head;
+                    events
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let status = ApiError::expired(last, last + 1).to_status();
+                Err(StoreError::Expired { requested, oldest }) => {
+                    let status = ApiError::expired(requested, oldest).to_status();
                     let _ = tx
                         .send(line(&json!({"type": "ERROR", "object": status})))
                         .await;
                     return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(_) => return,
+            };
+            for e in &events {
+                if let Some((k, o)) = translate(def, &filter, e) {
+                    if tx.send(enc.event(k.as_str(), &o)).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     });
