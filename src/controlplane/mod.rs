@@ -4,6 +4,7 @@
 //! it answers, then starts the controllers with a `kube::Client` (they use the API only, like
 //! kube-scheduler and kube-controller-manager). `berth up` and `berth-control-plane` both use it.
 pub mod apiserver;
+pub mod auth;
 pub mod controllers;
 pub mod store;
 

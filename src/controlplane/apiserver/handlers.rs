@@ -17,6 +17,7 @@ use super::status::{success_status, ApiError};
 use super::table::{self, IncludeObject};
 use super::{discovery, pods, proxy, watch, State};
 use crate::controlplane::store::{Action, Store, StoreError};
+use crate::controlplane::auth::server as authz;
 use crate::streamproxy::Body;
 
 /// Largest request body accepted (kube's limit is 3 MiB).
@@ -296,10 +297,17 @@ pub(crate) async fn handle(
         return error_response(&ApiError::unauthorized());
     };
     debug!(user = %user.name, %method, %path, query = req.uri().query().unwrap_or(""), "request");
-    let resp = match dispatch(&state, r, req).await {
+    // Authorization (Node, RBAC; 403 like kube-apiserver), the review endpoints, and the user
+    // for admission in the write handlers.
+    let req = match authz::gate(&state, &user, &r, req).await {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
+    let resp = match authz::REQUEST_USER.scope(user, dispatch(&state, r, req)).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    authz::after_request(&state, &method, &path, resp.status().as_u16());
     debug!(%method, %path, status = resp.status().as_u16(), "response");
     resp
 }
@@ -656,6 +664,7 @@ async fn create(
         namespace_exists(&state.store, ns).await?;
     }
     let name = object::name_of(&obj).to_string();
+    authz::admission(state, def, ns, &name).await?.check(def, ns, "", &obj, None)?;
     if q.dry_run() {
         let store = state.store.clone();
         let key = def.key(ns, &name);
@@ -703,6 +712,9 @@ async fn update(
     let fv = field_validation(q)?;
     object::check_type(def, &mut obj, def.kind, &def.api_version())?;
     let warnings = object::typecheck(def, &mut obj, fv)?;
+    let adm = authz::admission(state, def, ns, name).await?;
+    let sub = if status_only { "status" } else { "" };
+    let ns_s = ns.to_string();
     let store = state.store.clone();
     let key = def.key(ns, name);
     let name_s = name.to_string();
@@ -711,6 +723,7 @@ async fn update(
         store.transact(&key, |cur| {
             let cur = cur.ok_or_else(|| ApiError::not_found(def, &name_s))?;
             let new = object::prepare_update(def, obj, cur, status_only)?;
+            adm.check(def, &ns_s, sub, &new, Some(cur))?;
             if dry {
                 return Ok::<_, ApiError>(Action::Nothing(Some(new)));
             }
@@ -737,6 +750,9 @@ async fn patch_object(
     q: &Query,
 ) -> Result<Response<Body>, ApiError> {
     let fv = field_validation(q)?;
+    let adm = authz::admission(state, def, ns, name).await?;
+    let sub = if status_only { "status" } else { "" };
+    let ns_s = ns.to_string();
     let store = state.store.clone();
     let key = def.key(ns, name);
     let name_s = name.to_string();
@@ -748,6 +764,7 @@ async fn patch_object(
             object::check_type(def, &mut patched, def.kind, &def.api_version())?;
             let warnings = object::typecheck(def, &mut patched, fv)?;
             let new = object::prepare_update(def, patched, cur, status_only)?;
+            adm.check(def, &ns_s, sub, &new, Some(cur))?;
             if dry {
                 return Ok::<_, ApiError>(Action::Nothing((Some(new), warnings)));
             }

@@ -17,7 +17,7 @@
 //! request handling in `handlers` (CRUD), `watch` and `proxy`; this file owns the listener.
 pub mod auth;
 pub mod discovery;
-mod handlers;
+pub(crate) mod handlers;
 pub mod object;
 pub mod patch;
 pub mod pods;
@@ -61,6 +61,8 @@ pub(crate) struct State {
     pub kubelet_tls: Arc<rustls::ClientConfig>,
     pub shutdown: CancellationToken,
     pub server_address: String,
+    /// Authorization state (policy snapshot cache).
+    pub authz: crate::controlplane::auth::server::Authz,
 }
 
 /// A bound API server: the port is listening (connections queue) once this exists.
@@ -92,6 +94,12 @@ pub async fn bind(cfg: ApiServerConfig) -> anyhow::Result<ApiServer> {
         .with_context(|| format!("opening store {}", cfg.store_path.display()))?;
     let store = Arc::new(store);
     ensure_namespaces(&store).await?;
+    {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || crate::controlplane::auth::server::ensure_bootstrap_policy(&store))
+            .await?
+            .context("RBAC bootstrap policy")?;
+    }
     let mut tls = (*cfg.tls).clone();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let listener = TcpListener::bind(cfg.listen)
@@ -145,6 +153,7 @@ impl ApiServer {
             kubelet_tls: self.kubelet_tls.clone(),
             shutdown: shutdown.clone(),
             server_address: self.local_addr.to_string(),
+            authz: Default::default(),
         });
         crate::https::serve(self.listener, self.tls, shutdown, move |certs| {
             let state = state.clone();

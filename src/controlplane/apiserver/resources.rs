@@ -97,11 +97,17 @@ impl ResourceDef {
             format!("{}/{}", self.group, self.version)
         }
     }
+    /// authorization.k8s.io / authentication.k8s.io reviews: create-only, never stored.
+    pub fn is_review(&self) -> bool {
+        self.group == "authorization.k8s.io" || self.group == "authentication.k8s.io"
+    }
     pub fn has_status(&self) -> bool {
         self.subresources.contains(&Sub::Status)
     }
     pub fn verbs(&self) -> &'static [&'static str] {
-        if self.plural == "namespaces" {
+        if self.is_review() {
+            &["create"]
+        } else if self.plural == "namespaces" {
             &[
                 "create", "delete", "get", "list", "patch", "update", "watch",
             ]
@@ -299,6 +305,124 @@ pub static RESOURCES: &[ResourceDef] = &[
         Printer::Default,
         false
     ),
+    // RBAC (stored) and the access reviews (create-only, answered by controlplane::auth).
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        "LocalSubjectAccessReview",
+        true,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
+    res!(
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false,
+        &[],
+        &[],
+        &[],
+        Printer::Default,
+        false
+    ),
 ];
 
 /// Look up a resource by group, version and plural.
@@ -338,6 +462,8 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
 mod tests {
     use super::*;
 
+    const RBAC: &str = "rbac.authorization.k8s.io";
+
     #[test]
     fn lookup_and_names() {
         let p = find("", "v1", "pods").unwrap();
@@ -347,7 +473,18 @@ mod tests {
         assert_eq!(l.qualified(), "leases.coordination.k8s.io");
         assert_eq!(l.api_version(), "coordination.k8s.io/v1");
         assert!(find("", "v1", "widgets").is_none());
-        assert_eq!(groups(), vec![("coordination.k8s.io", vec!["v1"])]);
+        assert_eq!(
+            groups(),
+            vec![
+                ("coordination.k8s.io", vec!["v1"]),
+                ("rbac.authorization.k8s.io", vec!["v1"]),
+                ("authorization.k8s.io", vec!["v1"]),
+                ("authentication.k8s.io", vec!["v1"]),
+            ]
+        );
+        let ssar = find("authorization.k8s.io", "v1", "selfsubjectaccessreviews").unwrap();
+        assert_eq!(ssar.verbs(), &["create"]);
+        assert_eq!(find(RBAC, "v1", "roles").unwrap().verbs().len(), 8);
     }
 
     #[test]
