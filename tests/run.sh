@@ -48,6 +48,12 @@ if [[ $EUID -eq 0 ]]; then
 	berth_log "building test images into $images"
 	bash images/build.sh "$images" >/dev/null
 	export BERTH_E2E_IMAGES="$images"
+	# real kube-apiserver & co. for the upstream tests, cached outside the clone (/var/cache/berth)
+	if ! command -v go >/dev/null 2>&1 && [[ ! -x /usr/local/go/bin/go ]]; then
+		berth_die "no Go toolchain (neither /usr/local/go/bin/go nor go on PATH): upstream/build.sh needs Go >= 1.26"
+	fi
+	berth_log "building the upstream Kubernetes components (upstream/build.sh)"
+	bash upstream/build.sh || berth_die "upstream/build.sh failed"
 fi
 
 berth_log "running cargo test --workspace"

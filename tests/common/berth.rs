@@ -290,6 +290,11 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
+    /// Wraps a prepared kubectl command (program, namespace and kubeconfig already set).
+    pub(super) fn from_command(cmd: Command) -> Kubectl {
+        Kubectl { cmd }
+    }
+
     pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.arg(a);
         self

@@ -10,6 +10,7 @@ pub mod berth;
 pub mod containerd;
 pub mod netns;
 pub mod registry;
+pub mod upstream;
 
 use std::ffi::OsStr;
 use std::fmt::Debug;
@@ -26,6 +27,8 @@ pub use containerd::Containerd;
 pub use netns::Netns;
 #[allow(unused_imports)]
 pub use registry::Registry;
+#[allow(unused_imports)]
+pub use upstream::{upstream_bin, UpstreamControlPlane};
 
 pub type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 

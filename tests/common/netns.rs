@@ -3,7 +3,7 @@
 //! driver, else one end of a veth pair whose both ends stay inside the namespace), plus a default
 //! route via 10.99.<n>.1 so "the default-route interface" exists. Deleted on Drop after every
 //! process still inside it has been killed (all of them were started by this test).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -72,6 +72,30 @@ impl Netns {
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect()
+    }
+
+    /// Links this namespace with `other` like two hosts on one wire: a veth pair created inside
+    /// the two namespaces (never in the host's), a /30 from 10.98.0.0/16 on it, and a route on
+    /// each side to the other side's node IP (sourced from the own node IP), so `self.node_ip`
+    /// and `other.node_ip` reach each other. Returns the link addresses (this side, other side).
+    /// The link goes away with either namespace.
+    pub fn connect(&self, other: &Netns) -> (IpAddr, IpAddr) {
+        static LINKS: AtomicU32 = AtomicU32::new(0);
+        let k = LINKS.fetch_add(1, Ordering::SeqCst) % 16384;
+        // 10.98.0.0/16 in /30s: link k uses .4k+1 and .4k+2
+        let base = 4 * k;
+        let addr = |host: u32| Ipv4Addr::new(10, 98, ((base + host) >> 8) as u8, ((base + host) & 0xff) as u8);
+        let (mine, theirs) = (addr(1), addr(2));
+        let (a, b) = (format!("vl{k}a"), format!("vl{k}b"));
+        self.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &other.name]);
+        self.ip(&["addr", "add", &format!("{mine}/30"), "dev", &a]);
+        other.ip(&["addr", "add", &format!("{theirs}/30"), "dev", &b]);
+        self.ip(&["link", "set", &a, "up"]);
+        other.ip(&["link", "set", &b, "up"]);
+        let (my_ip, their_ip) = (self.node_ip.to_string(), other.node_ip.to_string());
+        self.ip(&["route", "add", &format!("{their_ip}/32"), "via", &theirs.to_string(), "dev", &a, "src", &my_ip]);
+        other.ip(&["route", "add", &format!("{my_ip}/32"), "via", &mine.to_string(), "dev", &b, "src", &their_ip]);
+        (IpAddr::V4(mine), IpAddr::V4(theirs))
     }
 
     /// SIGTERM, then SIGKILL after `grace`, every process still inside (all started by the test).
