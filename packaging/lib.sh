@@ -4,7 +4,7 @@
 # Debian packages Berth needs at run time, to build, and to test.
 BERTH_RUNTIME_PKGS=(containerd runc nftables iproute2 util-linux busybox-static)
 BERTH_BUILD_PKGS=(protobuf-compiler gcc libc6-dev pkg-config curl ca-certificates)
-BERTH_TEST_PKGS=(docker-registry containernetworking-plugins)
+BERTH_TEST_PKGS=(docker-registry containernetworking-plugins systemd)
 
 berth_log() { echo "[$(date -u +%H:%M:%S)] ${BERTH_LOG_TAG:-berth}: $*" >&2; }
 berth_die() {

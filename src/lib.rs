@@ -8,6 +8,7 @@ pub mod https;
 pub mod k8s;
 pub mod kubeclient;
 pub mod pki;
+pub mod sdnotify;
 pub mod shutdown;
 pub mod streamproxy;
 pub mod telemetry;

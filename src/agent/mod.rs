@@ -7,7 +7,6 @@ pub mod config;
 pub mod join;
 pub mod node;
 pub mod pods;
-pub mod sdnotify;
 pub mod server;
 
 use std::sync::Arc;

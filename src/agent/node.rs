@@ -694,7 +694,7 @@ pub async fn run_with(
         Err(_) if shutdown.is_cancelled() => return Ok(()),
         Err(e) => return Err(e),
     };
-    crate::agent::sdnotify::ready(&format!("node {} registered", cfg.node_name));
+    crate::sdnotify::ready(&format!("node {} registered", cfg.node_name));
     let uid = node.metadata.uid.clone();
     let prev = node
         .status

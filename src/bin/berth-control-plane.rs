@@ -23,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         println!("berth control plane is up at {}", cp.server_url);
         println!("Admin kubeconfig: {}", cp.admin_kubeconfig.display());
         println!("Try: kubectl --kubeconfig {} get nodes", cp.admin_kubeconfig.display());
+        berth::sdnotify::ready(&format!("serving {}", cp.server_url));
         cp.wait().await
     })
 }

@@ -8,6 +8,7 @@
 
 pub mod berth;
 pub mod containerd;
+pub mod join;
 pub mod netns;
 pub mod registry;
 pub mod upstream;
