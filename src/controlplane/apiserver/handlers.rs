@@ -15,13 +15,149 @@ use super::resources::{self, ResourceDef, Sub};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{success_status, ApiError};
 use super::table::{self, IncludeObject};
+use super::watch::ListRv;
 use super::{discovery, pods, proxy, watch, State};
 use crate::controlplane::store::{Action, Store, StoreError};
 use crate::controlplane::auth::server as authz;
 use crate::streamproxy::Body;
 
 /// Largest request body accepted (kube's limit is 3 MiB).
-const MAX_BODY: usize = 3 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Concurrent requests admitted (kube-apiserver's `--max-requests-inflight` and
+/// `--max-mutating-requests-inflight`); long-running requests (watch, exec, attach,
+/// port-forward, log) are not counted. Past the cap: 429 with Retry-After.
+pub(crate) struct Inflight {
+    readonly: Arc<tokio::sync::Semaphore>,
+    mutating: Arc<tokio::sync::Semaphore>,
+}
+
+/// kube-apiserver's defaults.
+pub(crate) const MAX_REQUESTS_INFLIGHT: usize = 400;
+pub(crate) const MAX_MUTATING_REQUESTS_INFLIGHT: usize = 200;
+
+impl Default for Inflight {
+    fn default() -> Self {
+        Inflight::new(MAX_REQUESTS_INFLIGHT, MAX_MUTATING_REQUESTS_INFLIGHT)
+    }
+}
+
+impl Inflight {
+    pub fn new(readonly: usize, mutating: usize) -> Inflight {
+        Inflight {
+            readonly: Arc::new(tokio::sync::Semaphore::new(readonly)),
+            mutating: Arc::new(tokio::sync::Semaphore::new(mutating)),
+        }
+    }
+    /// A permit for a request, None when the cap is reached.
+    pub fn admit(&self, method: &Method) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = match *method {
+            Method::GET | Method::HEAD | Method::OPTIONS => &self.readonly,
+            _ => &self.mutating,
+        };
+        sem.clone().try_acquire_owned().ok()
+    }
+}
+
+/// kube's long-running request check: watches and the streaming pod subresources.
+pub(crate) fn is_long_running(r: &Route, query: Option<&str>) -> bool {
+    match r {
+        Route::Resource(t) => {
+            matches!(
+                t.sub,
+                Some(Sub::Exec | Sub::Attach | Sub::PortForward | Sub::Log)
+            ) || (t.name.is_none() && Query::parse(query).flag("watch"))
+        }
+        _ => false,
+    }
+}
+
+/// The 429 past the inflight cap.
+fn too_many_requests() -> Response<Body> {
+    let mut e = ApiError::new(
+        429,
+        "TooManyRequests",
+        "Too many requests, please try again later.",
+    );
+    e.details = Some(json!({"retryAfterSeconds": 1}));
+    let mut resp = error_response(&e);
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    resp
+}
+
+/// `/healthz`, `/livez`, `/readyz` (and `/<endpoint>/<check>`), as kube-apiserver: `ok`, or with
+/// `?verbose` (or on failure) one `[+]name ok` / `[-]name failed: reason withheld` line per check;
+/// 500 when a check fails. The `etcd` check is a real store probe (a read transaction and the
+/// writer lock); readyz also fails while shutting down.
+async fn health(state: &Arc<State>, path: &str, query: Option<&str>) -> Response<Body> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let endpoint = segs[0];
+    let q = Query::parse(query);
+    let mut checks = vec!["ping", "log", "etcd"];
+    if endpoint == "readyz" {
+        checks.extend(["etcd-readiness", "shutdown"]);
+    }
+    let store = state.store.clone();
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        blocking(move || store.probe(std::time::Duration::from_secs(2))),
+    )
+    .await;
+    let etcd_ok = match probe {
+        Ok(Ok(Ok(_))) => true,
+        other => {
+            tracing::warn!(result = ?other.map(|r| r.map(|x| x.map(|_| ()))), "store health probe failed");
+            false
+        }
+    };
+    let ok = |c: &str| match c {
+        "etcd" | "etcd-readiness" => etcd_ok,
+        "shutdown" => !state.shutdown.is_cancelled(),
+        _ => true,
+    };
+    let text = |code: u16, body: String| {
+        Response::builder()
+            .status(code)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header("x-content-type-options", "nosniff")
+            .body(full(body))
+            .expect("valid")
+    };
+    if let Some(one) = segs.get(1) {
+        if !checks.contains(one) {
+            return text(404, "404 page not found\n".into());
+        }
+        return if ok(one) {
+            text(200, "ok".into())
+        } else {
+            text(500, "internal server error: check failed\n".into())
+        };
+    }
+    let excluded: Vec<&str> = q.all("exclude").collect();
+    let mut lines = String::new();
+    let mut failed = false;
+    for c in checks.iter().filter(|c| !excluded.contains(c)) {
+        if ok(c) {
+            lines.push_str(&format!("[+]{c} ok\n"));
+        } else {
+            failed = true;
+            lines.push_str(&format!("[-]{c} failed: reason withheld\n"));
+        }
+    }
+    for e in &excluded {
+        lines.push_str(&format!("[+]{e} excluded: ok\n"));
+    }
+    if failed {
+        lines.push_str(&format!("{endpoint} check failed\n"));
+        return text(500, lines);
+    }
+    if q.0.iter().any(|(k, _)| k == "verbose") {
+        lines.push_str(&format!("{endpoint} check passed\n"));
+        return text(200, lines);
+    }
+    text(200, "ok".into())
+}
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +400,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Expired { requested, oldest } => ApiError::expired(requested, oldest),
+            // kube-apiserver passes etcd's error through as a 500 without a reason.
+            e @ StoreError::TooLarge { .. } => ApiError::new(500, "", e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -288,14 +426,44 @@ pub(crate) async fn handle(
     let path = req.uri().path().to_string();
     let r = route(&path);
     if r == Route::Health {
-        return Response::builder()
-            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(full("ok"))
-            .expect("valid");
+        return health(&state, &path, req.uri().query()).await;
     }
     let Some(user) = user else {
         return error_response(&ApiError::unauthorized());
     };
+    // kube's max-in-flight filter: after authentication, before authorization.
+    let _permit = if is_long_running(&r, req.uri().query()) {
+        None
+    } else {
+        match state.inflight.admit(&method) {
+            Some(p) => Some(p),
+            None => return too_many_requests(),
+        }
+    };
+    // A panic anywhere below answers this request alone with a 500 (kube's panic recovery).
+    let inner = std::panic::AssertUnwindSafe(handle_authenticated(state, req, r, user, method, path));
+    match futures::FutureExt::catch_unwind(inner).await {
+        Ok(resp) => resp,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            tracing::error!(panic = %msg, "request handler panicked");
+            error_response(&ApiError::internal("the request handler panicked"))
+        }
+    }
+}
+
+async fn handle_authenticated(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    r: Route,
+    user: User,
+    method: Method,
+    path: String,
+) -> Response<Body> {
     debug!(user = %user.name, %method, %path, query = req.uri().query().unwrap_or(""), "request");
     // Authorization (Node, RBAC; 403 like kube-apiserver), the review endpoints, and the user
     // for admission in the write handlers.
@@ -375,20 +543,31 @@ async fn dispatch(
     }
 }
 
+/// kube's 413 for bodies over the limit.
+pub(crate) fn body_too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        format!("Request entity too large: limit is {MAX_BODY}"),
+    )
+}
+
 async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(body_too_large());
+    }
     let limited = http_body_util::Limited::new(body, MAX_BODY);
-    let bytes = limited
-        .collect()
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                format!("reading request body: {e}"),
-            )
-        })?
-        .to_bytes();
+    let bytes = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(body_too_large()),
+        Err(e) => return Err(ApiError::bad_request(format!("reading request body: {e}"))),
+    };
     Ok((parts, bytes))
 }
 
@@ -427,6 +606,14 @@ pub(crate) fn decode_json(body: &[u8], ct: &str) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding request body: json: {e}")))
+}
+
+/// Duplicate keys of a JSON body (protobuf bodies cannot have them).
+fn json_duplicates(body: &[u8], ct: &str) -> Vec<String> {
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return vec![];
+    }
+    object::duplicate_fields(body)
 }
 
 fn accept_of(parts: &http::request::Parts) -> String {
@@ -475,7 +662,8 @@ async fn resource(
             Method::POST => {
                 let (parts, body) = read_body(req).await?;
                 let obj = decode_json(&body, &content_type(&parts))?;
-                create(state, def, &ns, obj, &q).await
+                let dups = json_duplicates(&body, &content_type(&parts));
+                create(state, def, &ns, obj, &dups, &q).await
             }
             Method::DELETE => {
                 let (parts, body) = read_body(req).await?;
@@ -488,12 +676,13 @@ async fn resource(
             match method {
                 Method::GET => {
                     let (parts, _) = req.into_parts();
-                    get(state, def, &ns, &name, negotiate(&accept_of(&parts))).await
+                    get(state, def, &ns, &name, &q, negotiate(&accept_of(&parts))).await
                 }
                 Method::PUT => {
                     let (parts, body) = read_body(req).await?;
                     let obj = decode_json(&body, &content_type(&parts))?;
-                    update(state, def, &ns, &name, obj, status_only, &q).await
+                    let dups = json_duplicates(&body, &content_type(&parts));
+                    update(state, def, &ns, &name, obj, &dups, status_only, &q).await
                 }
                 Method::PATCH => {
                     let (parts, body) = read_body(req).await?;
@@ -548,8 +737,17 @@ async fn get(
     def: &'static ResourceDef,
     ns: &str,
     name: &str,
+    q: &Query,
     repr: Repr,
 ) -> Result<Response<Body>, ApiError> {
+    // kube: an unparsable resourceVersion is a storage error (500); one newer than the store
+    // a 504 "Too large resource version"; otherwise the current object is at least as new.
+    if let Some(rv) = watch::parse_resource_version(q.get("resourceVersion")).map_err(watch::bad_rv)? {
+        let current = state.store.revision();
+        if rv > current {
+            return Err(watch::too_large_rv(rv, current));
+        }
+    }
     let store = state.store.clone();
     let key = def.key(ns, name);
     let obj = blocking(move || store.get(&key))
@@ -593,11 +791,36 @@ async fn list(
     q: &Query,
     repr: Repr,
 ) -> Result<Response<Body>, ApiError> {
+    let want = watch::list_options(q, false)?;
     let filter = Filter::new(def, ns, q)?;
     let store = state.store.clone();
     let resource = def.qualified();
     let ns_owned = ns.map(str::to_string);
-    let (items, rev) = blocking(move || store.list(&resource, ns_owned.as_deref())).await??;
+    let (items, mut rev) = blocking(move || store.list(&resource, ns_owned.as_deref())).await??;
+    match want {
+        ListRv::Any => {}
+        ListRv::NotOlderThan(n) | ListRv::Exact(n) if n > rev => {
+            return Err(watch::too_large_rv(n, rev))
+        }
+        ListRv::NotOlderThan(_) => {}
+        ListRv::Exact(n) if n == rev => {}
+        ListRv::Exact(n) => {
+            // Only the current state is stored: it is the state at `n` if no object of this
+            // resource changed between `n` and the snapshot (the watch history tells).
+            let unchanged = state
+                .store
+                .events_after(&def.qualified(), n)
+                .is_ok_and(|(events, _)| events.iter().all(|e| e.revision > rev));
+            if !unchanged {
+                return Err(ApiError::new(
+                    410,
+                    "Expired",
+                    "The resourceVersion for the provided list is too old.",
+                ));
+            }
+            rev = n;
+        }
+    }
     let items: Vec<Value> = items
         .into_iter()
         .filter(|o| filter.matches(def, o))
@@ -654,11 +877,12 @@ async fn create(
     def: &'static ResourceDef,
     ns: &str,
     mut obj: Value,
+    dups: &[String],
     q: &Query,
 ) -> Result<Response<Body>, ApiError> {
     let fv = field_validation(q)?;
     object::check_type(def, &mut obj, def.kind, &def.api_version())?;
-    let warnings = object::typecheck(def, &mut obj, fv)?;
+    let warnings = object::typecheck_body(def, &mut obj, fv, dups)?;
     object::prepare_create(def, &mut obj, ns, &object::now_rfc3339())?;
     if def.namespaced {
         namespace_exists(&state.store, ns).await?;
@@ -700,18 +924,20 @@ fn put_or_finish(new: Value) -> Action<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn update(
     state: &Arc<State>,
     def: &'static ResourceDef,
     ns: &str,
     name: &str,
     mut obj: Value,
+    dups: &[String],
     status_only: bool,
     q: &Query,
 ) -> Result<Response<Body>, ApiError> {
     let fv = field_validation(q)?;
     object::check_type(def, &mut obj, def.kind, &def.api_version())?;
-    let warnings = object::typecheck(def, &mut obj, fv)?;
+    let warnings = object::typecheck_body(def, &mut obj, fv, dups)?;
     let adm = authz::admission(state, def, ns, name).await?;
     let sub = if status_only { "status" } else { "" };
     let ns_s = ns.to_string();
@@ -780,13 +1006,21 @@ async fn patch_object(
     Ok(with_warnings(json_response(200, &obj), &warnings))
 }
 
+/// Go's `strconv.ParseInt(s, 10, 64)`, with its error text.
+pub(crate) fn parse_int64(s: &str) -> Result<i64, String> {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("strconv.ParseInt: parsing {s:?}: invalid syntax"));
+    }
+    s.parse()
+        .map_err(|_| format!("strconv.ParseInt: parsing {s:?}: value out of range"))
+}
+
 fn delete_options(q: &Query, body: &[u8], ct: &str) -> Result<DeleteOptions, ApiError> {
     let mut opts =
         DeleteOptions {
             grace_period_seconds: match q.get("gracePeriodSeconds") {
-                Some(g) => Some(g.parse().map_err(|_| {
-                    ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
-                })?),
+                Some(g) => Some(parse_int64(g).map_err(ApiError::bad_request)?),
                 None => None,
             },
             propagation_policy: q.get("propagationPolicy").map(str::to_string),

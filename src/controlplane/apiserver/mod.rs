@@ -63,6 +63,8 @@ pub(crate) struct State {
     pub server_address: String,
     /// Authorization state (policy snapshot cache).
     pub authz: crate::controlplane::auth::server::Authz,
+    /// Concurrency caps (max-requests-inflight).
+    pub inflight: handlers::Inflight,
 }
 
 /// A bound API server: the port is listening (connections queue) once this exists.
@@ -88,8 +90,16 @@ pub const INITIAL_NAMESPACES: &[&str] =
 
 /// Open the store, create the initial namespaces, and bind the listener.
 pub async fn bind(cfg: ApiServerConfig) -> anyhow::Result<ApiServer> {
+    bind_with_encryption(cfg, None).await
+}
+
+/// [`bind`] with encryption at rest (`--encryption-provider-config`).
+pub async fn bind_with_encryption(
+    cfg: ApiServerConfig,
+    encryption: Option<Arc<crate::controlplane::store::encryption::EncryptionConfig>>,
+) -> anyhow::Result<ApiServer> {
     let path = cfg.store_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&path, encryption))
         .await?
         .with_context(|| format!("opening store {}", cfg.store_path.display()))?;
     let store = Arc::new(store);
@@ -154,6 +164,7 @@ impl ApiServer {
             shutdown: shutdown.clone(),
             server_address: self.local_addr.to_string(),
             authz: Default::default(),
+            inflight: Default::default(),
         });
         crate::https::serve(self.listener, self.tls, shutdown, move |certs| {
             let state = state.clone();

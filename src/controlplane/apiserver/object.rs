@@ -211,6 +211,102 @@ pub fn typecheck(
     obj: &mut Value,
     fv: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
+    typecheck_body(def, obj, fv, &[])
+}
+
+/// Paths of keys that occur more than once in the same JSON object of `body` (kube's strict
+/// decoder reports `duplicate field "metadata.name"`; the last value wins). Empty when `body`
+/// is not valid JSON (its decoding error is reported elsewhere).
+pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Walk<'a> {
+        path: String,
+        out: &'a mut Vec<String>,
+    }
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            while a
+                .next_element_seed(Walk {
+                    path: format!("{}[{i}]", self.path),
+                    out: &mut *self.out,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = a.next_key::<String>()? {
+                let p = if self.path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{}.{k}", self.path)
+                };
+                if !seen.insert(k) && !self.out.contains(&p) {
+                    self.out.push(p.clone());
+                }
+                a.next_value_seed(Walk {
+                    path: p,
+                    out: &mut *self.out,
+                })?;
+            }
+            Ok(())
+        }
+    }
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let ok = Walk {
+        path: String::new(),
+        out: &mut out,
+    }
+    .deserialize(&mut de)
+    .is_ok();
+    if ok {
+        out
+    } else {
+        vec![]
+    }
+}
+
+/// [`typecheck`] of a request body that had `duplicates` (from [`duplicate_fields`]): with
+/// Strict they fail with the unknown fields, with Warn they are warnings too.
+pub fn typecheck_body(
+    def: &ResourceDef,
+    obj: &mut Value,
+    fv: FieldValidation,
+    duplicates: &[String],
+) -> Result<Vec<String>, ApiError> {
     use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
     fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
         v: &Value,
@@ -229,7 +325,7 @@ pub fn typecheck(
         ("", "Service") => check::<core::Service>(obj),
         ("", "Endpoints") => check::<core::Endpoints>(obj),
         ("coordination.k8s.io", "Lease") => check::<coord::Lease>(obj),
-        _ => return Ok(vec![]),
+        _ => Ok(obj.clone()),
     };
     let typed = r.map_err(|e| {
         ApiError::bad_request(format!(
@@ -239,17 +335,22 @@ pub fn typecheck(
     })?;
     let mut unknown = Vec::new();
     unknown_fields(obj, &typed, "", &mut unknown);
-    let msgs: Vec<String> = unknown
+    let pruned = !unknown.is_empty();
+    let msgs: Vec<String> = duplicates
         .iter()
-        .map(|p| format!("unknown field {p:?}"))
+        .map(|p| format!("duplicate field {p:?}"))
+        .chain(unknown.iter().map(|p| format!("unknown field {p:?}")))
         .collect();
     if fv == FieldValidation::Strict && !msgs.is_empty() {
         return Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
+            "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+            def.kind,
+            def.version,
+            def.kind,
             msgs.join(", ")
         )));
     }
-    if !msgs.is_empty() {
+    if pruned {
         prune_unknown(obj, &typed);
     }
     Ok(if fv == FieldValidation::Ignore {
@@ -266,8 +367,11 @@ pub enum NameRule {
     Subdomain,
     /// DNS-1123 label (Namespace).
     Label,
-    /// DNS-1035 label (Service).
+    /// DNS-1035 label.
     Dns1035,
+    /// Service names (kube >= 1.34): a DNS-1123 label, with "must not contain dots" for
+    /// subdomains.
+    ServiceName,
     /// Any valid path segment (Event, RBAC kinds).
     PathSegment,
 }
@@ -275,7 +379,7 @@ pub enum NameRule {
 pub fn name_rule(def: &ResourceDef) -> NameRule {
     match (def.group, def.plural) {
         ("", "namespaces") => NameRule::Label,
-        ("", "services") => NameRule::Dns1035,
+        ("", "services") => NameRule::ServiceName,
         ("", "events") | ("events.k8s.io", _) | ("rbac.authorization.k8s.io", _) => {
             NameRule::PathSegment
         }
@@ -320,6 +424,10 @@ pub fn validate_name(rule: NameRule, name: &str, prefix: bool) -> Option<String>
         NameRule::Subdomain => validate_dns_subdomain(n),
         NameRule::Label => validate_dns_label(n),
         NameRule::Dns1035 => validate_dns1035_label(n),
+        NameRule::ServiceName if n.contains('.') && validate_dns_subdomain(n).is_none() => {
+            Some("must not contain dots".into())
+        }
+        NameRule::ServiceName => validate_dns_label(n),
         NameRule::PathSegment => validate_path_segment(n),
     }
 }
@@ -368,7 +476,7 @@ pub fn qualified_name_errors(s: &str) -> Vec<String> {
         _ => {
             return vec![format!(
                 "{} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
-                regex_err("a qualified name ")
+                regex_err("a valid label key ")
             )]
         }
     };
@@ -376,7 +484,7 @@ pub fn qualified_name_errors(s: &str) -> Vec<String> {
     if name.is_empty() {
         out.push("name part must be non-empty".into());
     } else if name.len() > 63 {
-        out.push("name part must be no more than 63 characters".into());
+        out.push("name part must be no more than 63 bytes".into());
     }
     if !name.is_empty() && !is_qualified_part(name) {
         out.push(regex_err("name part "));
@@ -388,7 +496,7 @@ pub fn qualified_name_errors(s: &str) -> Vec<String> {
 pub fn label_value_errors(v: &str) -> Vec<String> {
     let mut out = Vec::new();
     if v.len() > 63 {
-        out.push("must be no more than 63 characters".into());
+        out.push("must be no more than 63 bytes".into());
     }
     if !v.is_empty() && !is_qualified_part(v) {
         out.push(format!("{LABEL_VALUE_ERR} (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '({QUALIFIED_NAME_FMT})?')"));
@@ -793,19 +901,7 @@ pub fn delete_decision(
             ));
         }
     }
-    if let Some(g) = opts.grace_period_seconds {
-        if g < 0 {
-            return Err(ApiError::invalid(
-                def,
-                name,
-                vec![Cause::invalid(
-                    "gracePeriodSeconds",
-                    &json!(g),
-                    "must be greater than or equal to 0",
-                )],
-            ));
-        }
-    }
+    // A negative grace period is accepted (pods: treated as 1 s, as kube does).
     let grace = if def.plural == "pods" {
         pods::deletion_grace_period(obj, opts.grace_period_seconds)
     } else {
@@ -852,6 +948,104 @@ mod tests {
 
     fn ts() -> jiff::Timestamp {
         "2024-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn metadata_validation_matches_kube() {
+        assert!(qualified_name_errors("example.com/my-key_1").is_empty());
+        assert!(qualified_name_errors("k").is_empty());
+        assert_eq!(qualified_name_errors("example.com/"), vec![
+            "name part must be non-empty".to_string(),
+        ]);
+        assert_eq!(qualified_name_errors("/a"), vec!["prefix part must be non-empty"]);
+        assert!(qualified_name_errors("Ex.com/n")[0].starts_with("prefix part a lowercase RFC 1123 subdomain"));
+        assert!(qualified_name_errors("a/b/c")[0].starts_with("a valid label key must consist"));
+        assert_eq!(qualified_name_errors(&"a".repeat(64)), vec!["name part must be no more than 63 bytes"]);
+        assert!(qualified_name_errors("-bad")[0].starts_with("name part must consist of alphanumeric"));
+        assert!(label_value_errors("").is_empty());
+        assert!(label_value_errors("v1.2_3-x").is_empty());
+        assert_eq!(label_value_errors(&"x".repeat(64)), vec!["must be no more than 63 bytes"]);
+        assert!(label_value_errors("-v-")[0].starts_with("a valid label must be an empty string"));
+        // A 1 MiB label value is rejected, and the cause does not echo all of it.
+        let meta = json!({"labels": {"k": "v".repeat(1 << 20)}});
+        let c = validate_labels_annotations(&meta);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].message.len() < 1024);
+        let meta = json!({"annotations": {"a": "x".repeat(MAX_ANNOTATIONS_BYTES)}});
+        let c = validate_labels_annotations(&meta);
+        assert_eq!(c, vec![Cause::too_long("metadata.annotations", MAX_ANNOTATIONS_BYTES)]);
+        assert_eq!(c[0].text(), "metadata.annotations: Too long: may not be more than 262144 bytes");
+        assert!(validate_labels_annotations(&json!({"annotations": {"Example.COM/Key": "x"}})).is_empty());
+        assert_eq!(validate_labels_annotations(&json!({"annotations": {"bad key": "x"}})).len(), 1);
+    }
+
+    #[test]
+    fn duplicate_fields_like_kube() {
+        let body = br#"{"metadata":{"name":"d1","name":"d2"},"data":{"a":"1","a":"2","a":"3"},"l":[{"x":1,"x":2}]}"#;
+        assert_eq!(duplicate_fields(body), vec!["metadata.name", "data.a", "l[0].x"]);
+        assert!(duplicate_fields(br#"{"a":{"b":1},"c":{"b":2}}"#).is_empty());
+        assert!(duplicate_fields(b"{bad").is_empty());
+        let cms = find("", "v1", "configmaps").unwrap();
+        let mut v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["metadata"]["name"], "d2", "the last value wins");
+        check_type(cms, &mut v, "ConfigMap", "v1").unwrap();
+        let d = duplicate_fields(body);
+        let e = typecheck_body(cms, &mut v.clone(), FieldValidation::Strict, &d).unwrap_err();
+        assert_eq!(e.message, r#"ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: duplicate field "metadata.name", duplicate field "data.a", duplicate field "l[0].x", unknown field "l""#);
+        let w = typecheck_body(cms, &mut v, FieldValidation::Warn, &d).unwrap();
+        assert_eq!(w[0], r#"duplicate field "metadata.name""#);
+        assert_eq!(w.len(), 4);
+    }
+
+    #[test]
+    fn names_per_kind() {
+        let svc = find("", "v1", "services").unwrap();
+        let rule = name_rule(svc);
+        assert_eq!(validate_name(rule, "1abc", false), None);
+        assert_eq!(validate_name(rule, "a.b", false).as_deref(), Some("must not contain dots"));
+        assert!(validate_name(rule, "a.B", false).unwrap().starts_with("a lowercase RFC 1123 label"));
+        assert_eq!(validate_name(rule, "ab-", true), None);
+        assert!(validate_name(rule, "Ab-", true).is_some());
+        assert_eq!(validate_name(NameRule::Dns1035, "1abc", false).unwrap().split(' ').nth(1), Some("DNS-1035"));
+        assert_eq!(validate_name(NameRule::PathSegment, "a/b", false).as_deref(), Some("may not contain '/'"));
+        assert_eq!(validate_name(NameRule::PathSegment, "..", false).as_deref(), Some("may not be '..'"));
+        assert_eq!(validate_name(NameRule::Subdomain, &"a".repeat(254), false).as_deref(), Some("must be no more than 253 characters"));
+        // generateName of multi-byte characters is cut on a boundary (no panic) and rejected.
+        let g = "é".repeat(40);
+        assert!(generate_name(&g).len() <= 63);
+        let cms = find("", "v1", "configmaps").unwrap();
+        let mut cm = json!({"metadata": {"generateName": g}});
+        check_type(cms, &mut cm, "ConfigMap", "v1").unwrap();
+        let e = prepare_create(cms, &mut cm, "default", "t").unwrap_err();
+        assert_eq!(e.code, 422);
+        let fields: Vec<_> = e.to_status()["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].clone()).collect();
+        assert_eq!(fields, vec![json!("metadata.generateName"), json!("metadata.name")]);
+        // ConfigMap payload limit: 1 MiB in total, reported on the whole object.
+        let mut big = json!({"metadata": {"name": "big"}, "data": {"a": "x".repeat(MAX_CONFIG_BYTES)}});
+        check_type(cms, &mut big, "ConfigMap", "v1").unwrap();
+        let e = prepare_create(cms, &mut big, "default", "t").unwrap_err();
+        assert_eq!(e.message, r#"ConfigMap "big" is invalid: []: Too long: may not be more than 1048576 bytes"#);
+    }
+
+    #[test]
+    fn huge_grace_periods_saturate() {
+        let pods = find("", "v1", "pods").unwrap();
+        let bound = json!({"metadata": {"name": "web", "uid": "u1"},
+                           "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": i64::MAX}, "status": {"phase": "Running"}});
+        for g in [None, Some(i64::MAX)] {
+            let opts = DeleteOptions { grace_period_seconds: g, ..Default::default() };
+            let DeleteDecision::Update(o) = delete_decision(pods, &bound, &opts, ts()).unwrap() else {
+                panic!("graceful")
+            };
+            assert_eq!(o["metadata"]["deletionGracePeriodSeconds"], i64::MAX);
+            assert_eq!(o["metadata"]["deletionTimestamp"], format_time(jiff::Timestamp::MAX));
+        }
+        // kube: a negative grace period means 1 second.
+        let opts = DeleteOptions { grace_period_seconds: Some(-5), ..Default::default() };
+        let DeleteDecision::Update(o) = delete_decision(pods, &bound, &opts, ts()).unwrap() else {
+            panic!("graceful")
+        };
+        assert_eq!(o["metadata"]["deletionGracePeriodSeconds"], 1);
     }
 
     #[test]
@@ -916,7 +1110,7 @@ mod tests {
         let e = typecheck(pods, &mut extra.clone(), FieldValidation::Strict).unwrap_err();
         assert_eq!(
             e.message,
-            r#"strict decoding error: unknown field "spec.containers[0].bogus", unknown field "x""#
+            r#"Pod in version "v1" cannot be handled as a Pod: strict decoding error: unknown field "spec.containers[0].bogus", unknown field "x""#
         );
         assert!(typecheck(pods, &mut extra.clone(), FieldValidation::Ignore)
             .unwrap()

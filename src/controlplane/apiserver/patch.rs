@@ -176,8 +176,48 @@ fn split_pointer(path: &str) -> Result<(String, String), ApiError> {
     Ok((path[..idx].to_string(), unescape(&path[idx + 1..])))
 }
 
+/// Most operations in one JSON patch (kube's `maxJSONPatchOperations`).
+pub const MAX_JSON_PATCH_OPS: usize = 10_000;
+/// Largest total size of values copied by one JSON patch (kube sets json-patch's
+/// AccumulatedCopySizeLimit to the request body limit, 3 MiB).
+pub const MAX_COPY_BYTES: usize = 3 * 1024 * 1024;
+
+/// kube answers every failed JSON patch operation with this generic 422 (the reason stays in
+/// the server log).
 fn jp_err(op: &str, path: &str, why: &str) -> ApiError {
-    ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {op} operation does not apply: doc is missing path: {path:?}: {why}"))
+    tracing::debug!(op, path, why, "json patch operation failed");
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        "the server rejected our request due to an error in our request",
+    );
+    e.details = Some(serde_json::json!({}));
+    e
+}
+
+/// A writer that only counts, failing once more than `limit` bytes were written.
+struct Counter {
+    n: usize,
+    limit: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.n = self.n.saturating_add(b.len());
+        if self.n > self.limit {
+            return Err(std::io::Error::other("limit exceeded"));
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The JSON size of `v` if it is at most `limit` bytes (computed without allocating it).
+pub fn json_size_within(v: &Value, limit: usize) -> Option<usize> {
+    let mut c = Counter { n: 0, limit };
+    serde_json::to_writer(&mut c, v).ok().map(|_| c.n)
 }
 
 fn remove_at(doc: &mut Value, path: &str) -> Result<Value, ApiError> {
@@ -241,7 +281,18 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
     let ops = patch
         .as_array()
         .ok_or_else(|| ApiError::bad_request("json patch must be an array of operations"))?;
+    if ops.len() > MAX_JSON_PATCH_OPS {
+        return Err(ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!(
+                "Request entity too large: The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPS}, got {}",
+                ops.len()
+            ),
+        ));
+    }
     let mut doc = target.clone();
+    let mut copied = 0usize;
     for op in ops {
         let name = op.get("op").and_then(Value::as_str).unwrap_or("");
         let path = op.get("path").and_then(Value::as_str).unwrap_or("");
@@ -260,19 +311,21 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
                 let v = if name == "move" {
                     remove_at(&mut doc, from)?
                 } else {
-                    doc.pointer(from)
-                        .cloned()
-                        .ok_or_else(|| jp_err(name, from, "missing value"))?
+                    let src = doc
+                        .pointer(from)
+                        .ok_or_else(|| jp_err(name, from, "missing value"))?;
+                    // Bound what copies can grow the document by (each copy may double it).
+                    let size = json_size_within(src, MAX_COPY_BYTES - copied).ok_or_else(|| {
+                        jp_err(name, from, "the accumulated size increase of copy exceeds the limit")
+                    })?;
+                    copied += size;
+                    src.clone()
                 };
                 add_at(&mut doc, path, v, "add")?;
             }
             "test" => {
                 if doc.pointer(path) != Some(&value()?) {
-                    return Err(ApiError::new(
-                        422,
-                        "Invalid",
-                        format!("the server rejected our request due to an error in our request: testing value {path} failed"),
-                    ));
+                    return Err(jp_err(name, path, "testing value failed"));
                 }
             }
             other => {
@@ -326,6 +379,33 @@ mod tests {
         assert!(json_patch(&t, &json!([{"op": "replace", "path": "/zz", "value": 1}])).is_err());
         assert!(json_patch(&t, &json!([{"op": "test", "path": "/a/b", "value": 2}])).is_err());
         assert!(json_patch(&t, &json!({"op": "add"})).is_err());
+    }
+
+    #[test]
+    fn json_patch_limits() {
+        // A copy bomb: each copy doubles /x; the accumulated copy size stops it at 3 MiB.
+        let t = json!({"metadata": {"name": "pb"}});
+        let mut ops = vec![json!({"op": "add", "path": "/x", "value": {"a": "y".repeat(1000)}})];
+        for i in 0..40 {
+            ops.push(json!({"op": "copy", "from": "/x", "path": format!("/x/c{i}")}));
+        }
+        let e = json_patch(&t, &Value::Array(ops.clone())).unwrap_err();
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
+        assert_eq!(e.message, "the server rejected our request due to an error in our request");
+        // Within the limit, copies work.
+        let out = json_patch(&t, &Value::Array(ops[..6].to_vec())).unwrap();
+        assert!(json_size_within(&out, MAX_COPY_BYTES).unwrap() > 32_000);
+        // At most 10,000 operations.
+        let test = json!({"op": "test", "path": "/metadata/name", "value": "pb"});
+        assert!(json_patch(&t, &Value::Array(vec![test.clone(); 10_000])).is_ok());
+        let e = json_patch(&t, &Value::Array(vec![test; 10_001])).unwrap_err();
+        assert_eq!(e.code, 413);
+        assert_eq!(
+            e.message,
+            "Request entity too large: The allowed maximum operations in a JSON patch is 10000, got 10001"
+        );
+        assert_eq!(json_size_within(&json!({"a": 1}), 7), Some(7));
+        assert_eq!(json_size_within(&json!({"a": 1}), 6), None);
     }
 
     #[test]

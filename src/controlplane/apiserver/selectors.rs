@@ -19,91 +19,319 @@ enum LabelOp {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LabelSelector(Vec<(String, LabelOp)>);
 
-/// Split on commas outside parentheses.
-fn split_top(s: &str) -> Vec<&str> {
+/// Tokens of apimachinery's label selector lexer.
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    End,
+    ClosedPar,
+    Comma,
+    DoesNotExist,
+    DoubleEquals,
+    Equals,
+    Greater,
+    Identifier,
+    In,
+    Less,
+    NotEquals,
+    NotIn,
+    OpenPar,
+    Error,
+}
+
+fn is_special(c: char) -> bool {
+    matches!(c, '=' | '!' | '(' | ')' | ',' | '>' | '<')
+}
+
+fn symbol(s: &str) -> Option<Tok> {
+    Some(match s {
+        ")" => Tok::ClosedPar,
+        "," => Tok::Comma,
+        "!" => Tok::DoesNotExist,
+        "==" => Tok::DoubleEquals,
+        "=" => Tok::Equals,
+        ">" => Tok::Greater,
+        "<" => Tok::Less,
+        "!=" => Tok::NotEquals,
+        "(" => Tok::OpenPar,
+        _ => return None,
+    })
+}
+
+/// apimachinery's `labels.Lexer`: the whole input as (token, literal) items, ending with End.
+fn lex(input: &str) -> Vec<(Tok, String)> {
+    let chars: Vec<char> = input.chars().collect();
+    let mut i = 0;
     let mut out = Vec::new();
-    let mut depth = 0;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
+    loop {
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        if i >= chars.len() {
+            out.push((Tok::End, String::new()));
+            return out;
+        }
+        if is_special(chars[i]) {
+            // The longest run of special characters that is a known symbol.
+            let mut buf = String::new();
+            let mut last: Option<(Tok, String)> = None;
+            while i < chars.len() && is_special(chars[i]) {
+                buf.push(chars[i]);
+                if let Some(t) = symbol(&buf) {
+                    last = Some((t, buf.clone()));
+                    i += 1;
+                } else if last.is_some() {
+                    break;
+                } else {
+                    i += 1;
+                }
             }
-            _ => {}
+            match last {
+                Some(item) => out.push(item),
+                None => {
+                    out.push((Tok::Error, format!("error expected: keyword found '{buf}'")));
+                    out.push((Tok::End, String::new()));
+                    return out;
+                }
+            }
+        } else {
+            let start = i;
+            while i < chars.len() && !chars[i].is_whitespace() && !is_special(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let t = match word.as_str() {
+                "in" => Tok::In,
+                "notin" => Tok::NotIn,
+                _ => Tok::Identifier,
+            };
+            out.push((t, word));
         }
     }
-    out.push(&s[start..]);
-    out
 }
 
-fn parse_set(s: &str) -> Option<Vec<String>> {
-    let s = s.trim();
-    let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect(),
-    )
+/// apimachinery's `labels.Parser` over the lexed items.
+struct Parser {
+    items: Vec<(Tok, String)>,
+    pos: usize,
 }
 
-fn valid_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+impl Parser {
+    /// The next item; in a values context the keywords `in`/`notin` are identifiers.
+    fn peek(&self, values: bool) -> (Tok, String) {
+        let (t, l) = self.items[self.pos.min(self.items.len() - 1)].clone();
+        match t {
+            Tok::In | Tok::NotIn if values => (Tok::Identifier, l),
+            t => (t, l),
+        }
+    }
+    fn next(&mut self, values: bool) -> (Tok, String) {
+        let r = self.peek(values);
+        self.pos += 1;
+        r
+    }
+
+    fn parse(&mut self) -> Result<Vec<(String, LabelOp)>, String> {
+        let mut reqs = Vec::new();
+        loop {
+            let (t, lit) = self.peek(true);
+            match t {
+                Tok::Identifier | Tok::DoesNotExist => {
+                    let r = self
+                        .requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    reqs.push(r);
+                    let (t, lit) = self.next(true);
+                    match t {
+                        Tok::End => return Ok(reqs),
+                        Tok::Comma => {
+                            let (t2, l2) = self.peek(true);
+                            if t2 != Tok::Identifier && t2 != Tok::DoesNotExist {
+                                return Err(format!(
+                                    "found '{l2}', expected: identifier after ','"
+                                ));
+                            }
+                        }
+                        _ => {
+                            return Err(format!("found '{lit}', expected: ',' or 'end of string'"))
+                        }
+                    }
+                }
+                Tok::End => return Ok(reqs),
+                _ => {
+                    return Err(format!(
+                        "found '{lit}', expected: !, identifier, or 'end of string'"
+                    ))
+                }
+            }
+        }
+    }
+
+    fn requirement(&mut self) -> Result<(String, LabelOp), String> {
+        let (mut t, mut key) = self.next(true);
+        let not = t == Tok::DoesNotExist;
+        if not {
+            (t, key) = self.next(true);
+        }
+        if t != Tok::Identifier {
+            return Err(format!("found '{key}', expected: identifier"));
+        }
+        key_error(&key)?;
+        let (la, _) = self.peek(true);
+        if not || la == Tok::End || la == Tok::Comma {
+            return Ok((
+                key,
+                if not {
+                    LabelOp::DoesNotExist
+                } else {
+                    LabelOp::Exists
+                },
+            ));
+        }
+        let (op, lit) = self.next(false);
+        let value_err = |v: &str| -> Result<(), String> {
+            let errs = super::object::label_value_errors(v);
+            if errs.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "values[0][{key}]: Invalid value: {v:?}: {}",
+                    errs.join("; ")
+                ))
+            }
+        };
+        match op {
+            Tok::In | Tok::NotIn => {
+                let set = self.values()?;
+                for v in &set {
+                    value_err(v)?;
+                }
+                Ok((
+                    key.clone(),
+                    if op == Tok::In {
+                        LabelOp::In(set)
+                    } else {
+                        LabelOp::NotIn(set)
+                    },
+                ))
+            }
+            Tok::Equals | Tok::DoubleEquals | Tok::NotEquals | Tok::Greater | Tok::Less => {
+                let v = self.exact_value()?;
+                match op {
+                    Tok::Greater | Tok::Less => {
+                        let n: i64 = v.parse().map_err(|_| {
+                            format!("values[0]: Invalid value: {v:?}: for 'Gt', 'Lt' operators, the value must be an integer")
+                        })?;
+                        Ok((key, if op == Tok::Greater { LabelOp::Gt(n) } else { LabelOp::Lt(n) }))
+                    }
+                    Tok::NotEquals => {
+                        value_err(&v)?;
+                        Ok((key, LabelOp::NotEq(v)))
+                    }
+                    _ => {
+                        value_err(&v)?;
+                        Ok((key, LabelOp::Eq(v)))
+                    }
+                }
+            }
+            _ => Err(format!(
+                "found '{lit}', expected: in, notin, =, ==, !=, gt, lt"
+            )),
+        }
+    }
+
+    fn exact_value(&mut self) -> Result<String, String> {
+        let (t, _) = self.peek(true);
+        if t == Tok::End || t == Tok::Comma {
+            return Ok(String::new());
+        }
+        let (t, lit) = self.next(true);
+        if t == Tok::Identifier {
+            Ok(lit)
+        } else {
+            Err(format!("found '{lit}', expected: identifier"))
+        }
+    }
+
+    fn values(&mut self) -> Result<Vec<String>, String> {
+        let (t, lit) = self.next(true);
+        if t != Tok::OpenPar {
+            return Err(format!("found '{lit}' expected: '('"));
+        }
+        let (t, lit) = self.peek(true);
+        match t {
+            Tok::Identifier | Tok::Comma => {
+                let set = self.identifiers()?;
+                let (t, _) = self.next(true);
+                if t != Tok::ClosedPar {
+                    return Err(format!("found '{lit}', expected: ')'"));
+                }
+                Ok(set)
+            }
+            Tok::ClosedPar => {
+                self.next(true);
+                Ok(vec![String::new()])
+            }
+            _ => Err(format!("found '{lit}', expected: ',', ')' or identifier")),
+        }
+    }
+
+    fn identifiers(&mut self) -> Result<Vec<String>, String> {
+        let mut set: Vec<String> = Vec::new();
+        let insert = |set: &mut Vec<String>, v: String| {
+            if !set.contains(&v) {
+                set.push(v);
+            }
+        };
+        loop {
+            let (t, lit) = self.next(true);
+            match t {
+                Tok::Identifier => {
+                    insert(&mut set, lit);
+                    let (t2, l2) = self.peek(true);
+                    match t2 {
+                        Tok::Comma => continue,
+                        Tok::ClosedPar => return Ok(set),
+                        _ => return Err(format!("found '{l2}', expected: ',' or ')'")),
+                    }
+                }
+                Tok::Comma => {
+                    if set.is_empty() {
+                        insert(&mut set, String::new());
+                    }
+                    let (t2, _) = self.peek(true);
+                    if t2 == Tok::ClosedPar {
+                        insert(&mut set, String::new());
+                        return Ok(set);
+                    }
+                    if t2 == Tok::Comma {
+                        self.next(true);
+                        insert(&mut set, String::new());
+                    }
+                }
+                _ => return Err(format!("found '{lit}', expected: ',', or identifier")),
+            }
+        }
+    }
+}
+
+/// kube's validateLabelKey inside a selector (the field path is nil there, printed `<nil>`).
+fn key_error(k: &str) -> Result<(), String> {
+    let errs = super::object::qualified_name_errors(k);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("<nil>: Invalid value: {k:?}: {}", errs.join("; ")))
+    }
 }
 
 impl LabelSelector {
+    /// Parse like apimachinery's `labels.Parse`, with its error messages (answered as 400).
     pub fn parse(s: &str) -> Result<LabelSelector, ApiError> {
-        let bad = |why: &str| ApiError::bad_request(format!("unable to parse requirement: {why}"));
-        let mut reqs = Vec::new();
-        if s.trim().is_empty() {
-            return Ok(LabelSelector(reqs));
-        }
-        for part in split_top(s) {
-            let p = part.trim();
-            if p.is_empty() {
-                return Err(bad("found '', expected: identifier"));
-            }
-            let (key, op) = if let Some(k) = p.strip_prefix('!') {
-                (k.trim().to_string(), LabelOp::DoesNotExist)
-            } else if let Some((k, v)) = p.split_once("!=") {
-                (k.trim().to_string(), LabelOp::NotEq(v.trim().to_string()))
-            } else if let Some((k, v)) = p.split_once("==") {
-                (k.trim().to_string(), LabelOp::Eq(v.trim().to_string()))
-            } else if let Some((k, v)) = p.split_once('=') {
-                (k.trim().to_string(), LabelOp::Eq(v.trim().to_string()))
-            } else if let Some((k, v)) = p.split_once('>') {
-                let n = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(&format!("invalid integer value {v:?}")))?;
-                (k.trim().to_string(), LabelOp::Gt(n))
-            } else if let Some((k, v)) = p.split_once('<') {
-                let n = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(&format!("invalid integer value {v:?}")))?;
-                (k.trim().to_string(), LabelOp::Lt(n))
-            } else if let Some(idx) = p.find(" notin ").or_else(|| p.find(" notin(")) {
-                let set = parse_set(&p[idx + 6..]).ok_or_else(|| bad("expected '(' for set"))?;
-                (p[..idx].trim().to_string(), LabelOp::NotIn(set))
-            } else if let Some(idx) = p.find(" in ").or_else(|| p.find(" in(")) {
-                let set = parse_set(&p[idx + 3..]).ok_or_else(|| bad("expected '(' for set"))?;
-                (p[..idx].trim().to_string(), LabelOp::In(set))
-            } else {
-                (p.to_string(), LabelOp::Exists)
-            };
-            if !valid_key(&key) {
-                return Err(bad(&format!("invalid label key {key:?}")));
-            }
-            reqs.push((key, op));
-        }
-        Ok(LabelSelector(reqs))
+        let mut p = Parser {
+            items: lex(s),
+            pos: 0,
+        };
+        p.parse().map(LabelSelector).map_err(ApiError::bad_request)
     }
 
     /// Whether an object's `metadata.labels` match.
@@ -160,6 +388,7 @@ fn supported_fields(plural: &str) -> &'static [&'static str] {
         "nodes" => &["spec.unschedulable"],
         "namespaces" => &["status.phase"],
         "secrets" => &["type"],
+        "services" => &["spec.clusterIP", "spec.type"],
         _ => &[],
     }
 }
@@ -183,36 +412,94 @@ pub fn field_value(plural: &str, obj: &Value, field: &str) -> String {
     }
 }
 
+/// Split `s` on `sep` not preceded by a backslash escape.
+fn split_unescaped(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == sep {
+            out.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// fields.splitTerm: the first `!=`, `==` or `=` (in that order at each position).
+fn split_term(term: &str) -> Option<(&str, bool, &str)> {
+    for (i, _) in term.char_indices() {
+        let rest = &term[i..];
+        for (op, eq) in [("!=", false), ("==", true), ("=", true)] {
+            if rest.starts_with(op) {
+                return Some((&term[..i], eq, &term[i + op.len()..]));
+            }
+        }
+    }
+    None
+}
+
+/// fields.UnescapeValue: `\\`, `\,` and `\=` are escapes; a bare `,` or `=` is an error.
+fn unescape_value(v: &str) -> Result<String, ApiError> {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ ('\\' | ',' | '=')) => out.push(e),
+                Some(e) => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid field selector: invalid escape sequence: \\{e}"
+                    )))
+                }
+                None => {
+                    return Err(ApiError::bad_request(
+                        "invalid field selector: unterminated escape sequence",
+                    ))
+                }
+            },
+            ',' | '=' => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: unescaped character in value: {}",
+                    c as u32
+                )))
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
 impl FieldSelector {
     pub fn parse(s: &str, plural: &str, kind: &str) -> Result<FieldSelector, ApiError> {
         let mut terms = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector(terms));
         }
-        for part in s.split(',') {
-            let p = part.trim();
-            let (f, eq, v) = if let Some((f, v)) = p.split_once("!=") {
-                (f, false, v)
-            } else if let Some((f, v)) = p.split_once("==") {
-                (f, true, v)
-            } else if let Some((f, v)) = p.split_once('=') {
-                (f, true, v)
-            } else {
+        for part in split_unescaped(s, ',') {
+            let Some((f, eq, v)) = split_term(part) else {
                 return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{s}'; can't understand '{p}'"
+                    "invalid selector: '{s}'; can't understand '{part}'"
                 )));
             };
-            let f = f.trim();
+            let v = unescape_value(v)?;
             if f != "metadata.name"
                 && f != "metadata.namespace"
                 && !supported_fields(plural).contains(&f)
             {
                 let _ = kind;
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {f}"
-                )));
+                return Err(ApiError::bad_request(if supported_fields(plural).is_empty() {
+                    format!("{f:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"")
+                } else {
+                    format!("field label not supported: {f}")
+                }));
             }
-            terms.push((f.to_string(), eq, v.trim().to_string()));
+            terms.push((f.to_string(), eq, v));
         }
         Ok(FieldSelector(terms))
     }
@@ -256,6 +543,34 @@ mod tests {
         assert!(m("n>3") && !m("n<3"));
         assert!(LabelSelector::parse("a=b,,c").is_err());
         assert!(LabelSelector::parse("a b=c").is_err());
+        assert!(m("app in (web,)") && LabelSelector::parse("in=1,app").is_ok());
+    }
+
+    #[test]
+    fn label_selector_errors_match_kube() {
+        let e = |s: &str| {
+            let e = LabelSelector::parse(s).unwrap_err();
+            assert_eq!((e.code, e.reason), (400, "BadRequest"));
+            e.message
+        };
+        assert_eq!(e("a==b==c"), "found '==', expected: ',' or 'end of string'");
+        assert_eq!(e("a in (b"), "unable to parse requirement: found '', expected: ',' or ')'");
+        assert_eq!(e("Bad_Key!/x=1"), "unable to parse requirement: found '!', expected: in, notin, =, ==, !=, gt, lt");
+        assert_eq!(e("a,"), "found '', expected: identifier after ','");
+        assert_eq!(e(",a"), "found ',', expected: !, identifier, or 'end of string'");
+        assert_eq!(e("!"), "unable to parse requirement: found '', expected: identifier");
+        assert_eq!(e("!a=b"), "found '=', expected: ',' or 'end of string'");
+        assert_eq!(e("a b"), "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt");
+        assert_eq!(e("a=(b)"), "unable to parse requirement: found '(', expected: identifier");
+        assert_eq!(e("a=b c"), "found 'c', expected: ',' or 'end of string'");
+        assert_eq!(e("a>x"), "unable to parse requirement: values[0]: Invalid value: \"x\": for 'Gt', 'Lt' operators, the value must be an integer");
+        assert_eq!(e("a<"), "unable to parse requirement: values[0]: Invalid value: \"\": for 'Gt', 'Lt' operators, the value must be an integer");
+        assert!(e("-x").starts_with("unable to parse requirement: <nil>: Invalid value: \"-x\": name part must consist"));
+        assert!(e("x/y/z").starts_with("unable to parse requirement: <nil>: Invalid value: \"x/y/z\": a valid label key"));
+        assert!(e("a=-b").starts_with("unable to parse requirement: values[0][a]: Invalid value: \"-b\": a valid label must be"));
+        for ok in ["Bad_Key", "a in ()", "a in (,)", "a notin (x,y),b", "a>1", "in", "in=1", "a=in", "a =  b", ""] {
+            assert!(LabelSelector::parse(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]
@@ -278,6 +593,13 @@ mod tests {
         let e = FieldSelector::parse("spec.foo=x", "pods", "Pod").unwrap_err();
         assert_eq!(e.code, 400);
         assert!(FieldSelector::parse("spec.nodeName=x", "configmaps", "ConfigMap").is_err());
+        let msg = |s: &str, plural: &str| FieldSelector::parse(s, plural, "").unwrap_err().message;
+        assert_eq!(msg("a==b==c", "configmaps"), "invalid field selector: unescaped character in value: 61");
+        assert_eq!(msg("foo=bar", "configmaps"), r#""foo" is not a known field selector: only "metadata.name", "metadata.namespace""#);
+        assert_eq!(msg("foo=bar", "pods"), "field label not supported: foo");
+        assert_eq!(msg("metadata.name", "pods"), "invalid selector: 'metadata.name'; can't understand 'metadata.name'");
+        let esc = FieldSelector::parse(r"metadata.name=a\,b", "pods", "Pod").unwrap();
+        assert_eq!(esc.0[0].2, "a,b");
         let ev = json!({"involvedObject": {"kind": "Pod", "name": "web"}, "source": {"component": "kubelet"}});
         let f = FieldSelector::parse(
             "involvedObject.name=web,involvedObject.kind=Pod,source=kubelet",

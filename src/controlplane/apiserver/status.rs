@@ -261,6 +261,10 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            // metav1.StatusReasonUnknown is "" and omitted, as for errors kube passes through.
+            s.as_object_mut().map(|m| m.remove("reason"));
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }

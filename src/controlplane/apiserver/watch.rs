@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::handlers::{blocking, Filter, Query, Repr};
 use super::resources::ResourceDef;
-use super::status::ApiError;
+use super::status::{ApiError, Cause};
 use super::table::{self, IncludeObject};
 use super::State;
 use crate::controlplane::store::{Event, EventType, StoreError};
@@ -87,14 +87,159 @@ fn line(v: &Value) -> Bytes {
     Bytes::from(b)
 }
 
-fn parse_rv(q: &Query) -> Result<Option<u64>, ApiError> {
-    match q.get("resourceVersion") {
-        None | Some("") | Some("0") => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}"))),
+/// Go's `strconv.ParseUint(s, 10, 64)` error text for a non-number.
+fn parse_uint(s: &str) -> Result<u64, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("strconv.ParseUint: parsing {s:?}: invalid syntax"));
     }
+    s.parse()
+        .map_err(|_| format!("strconv.ParseUint: parsing {s:?}: value out of range"))
+}
+
+/// kube's APIObjectVersioner.ParseResourceVersion: "" and "0" mean "any" (None).
+pub(crate) fn parse_resource_version(s: Option<&str>) -> Result<Option<u64>, String> {
+    match s {
+        None | Some("") | Some("0") => Ok(None),
+        Some(s) => parse_uint(s)
+            .map(Some)
+            .map_err(|e| format!("resourceVersion: Invalid value: {s:?}: {e}")),
+    }
+}
+
+/// The error kube answers for an unparsable resourceVersion on GET and WATCH (a storage error
+/// passed through: 500 without a reason).
+pub(crate) fn bad_rv(msg: String) -> ApiError {
+    ApiError::new(500, "", msg)
+}
+
+/// 504 for a resourceVersion newer than the store's (kube's watch cache "Too large resource
+/// version").
+pub(crate) fn too_large_rv(requested: u64, current: u64) -> ApiError {
+    let mut e = ApiError::new(
+        504,
+        "Timeout",
+        format!("Timeout: Too large resource version: {requested}, current: {current}"),
+    );
+    e.details = Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}));
+    e
+}
+
+/// `ListOptions.meta.k8s.io "" is invalid: ...` (422) from kube's ValidateListOptions.
+fn invalid_list_options(causes: Vec<Cause>) -> ApiError {
+    let text = if causes.len() == 1 {
+        causes[0].text()
+    } else {
+        format!(
+            "[{}]",
+            causes.iter().map(Cause::text).collect::<Vec<_>>().join(", ")
+        )
+    };
+    let mut e = ApiError::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {text}"));
+    e.details = Some(json!({"group": "meta.k8s.io", "kind": "ListOptions", "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>()}));
+    e
+}
+
+/// How a list must relate to the requested resourceVersion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListRv {
+    /// No resourceVersion (or "0"): the current state.
+    Any,
+    /// At least this revision (resourceVersion=N, or resourceVersionMatch=NotOlderThan).
+    NotOlderThan(u64),
+    /// Exactly this revision.
+    Exact(u64),
+}
+
+/// kube's ValidateListOptions (list, or watch when `watch`) and resourceVersion parsing for a
+/// list: 422 for bad combinations, 400 for an unparsable resourceVersion on a list (500 on a
+/// watch, as kube).
+pub(crate) fn list_options(q: &Query, watch: bool) -> Result<ListRv, ApiError> {
+    let rv = q.get("resourceVersion").unwrap_or("");
+    let rvm = q.get("resourceVersionMatch").unwrap_or("");
+    let send_initial = q.get("sendInitialEvents");
+    let cont = q.get("continue").unwrap_or("");
+    let mut causes = Vec::new();
+    if watch {
+        if send_initial.is_some() && rvm != "NotOlderThan" {
+            causes.push(Cause::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !rvm.is_empty() {
+            if send_initial.is_none() {
+                causes.push(Cause::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if rvm != "NotOlderThan" {
+                causes.push(Cause::unsupported("resourceVersionMatch", &json!(rvm), &["NotOlderThan"]));
+            }
+            if !cont.is_empty() {
+                causes.push(Cause::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if !rvm.is_empty() {
+            if rv.is_empty() {
+                causes.push(Cause::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if !cont.is_empty() {
+                causes.push(Cause::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if rvm != "Exact" && rvm != "NotOlderThan" {
+                causes.push(Cause::unsupported(
+                    "resourceVersionMatch",
+                    &json!(rvm),
+                    &["Exact", "NotOlderThan", ""],
+                ));
+            }
+            if rvm == "Exact" && rv == "0" {
+                causes.push(Cause::forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if send_initial.is_some() {
+            causes.push(Cause::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if !causes.is_empty() {
+        return Err(invalid_list_options(causes));
+    }
+    let parsed = parse_resource_version(Some(rv)).map_err(|e| {
+        if watch {
+            bad_rv(e)
+        } else {
+            ApiError::bad_request(format!("invalid resource version: {e}"))
+        }
+    })?;
+    Ok(match parsed {
+        None => ListRv::Any,
+        Some(n) if rvm == "Exact" => ListRv::Exact(n),
+        Some(n) => ListRv::NotOlderThan(n),
+    })
+}
+
+fn parse_rv(q: &Query) -> Result<Option<u64>, ApiError> {
+    Ok(match list_options(q, true)? {
+        ListRv::Any => None,
+        ListRv::NotOlderThan(n) | ListRv::Exact(n) => Some(n),
+    })
 }
 
 /// Serve a watch of `def` (in `ns` if given).
@@ -297,6 +442,29 @@ mod tests {
             parse_rv(&Query::parse(Some("resourceVersion=12"))).unwrap(),
             Some(12)
         );
-        assert!(parse_rv(&Query::parse(Some("resourceVersion=x"))).is_err());
+        let e = parse_rv(&Query::parse(Some("resourceVersion=x"))).unwrap_err();
+        assert_eq!((e.code, e.to_status().get("reason")), (500, None));
+        assert_eq!(e.message, r#"resourceVersion: Invalid value: "x": strconv.ParseUint: parsing "x": invalid syntax"#);
+        let l = |q: &str| list_options(&Query::parse(Some(q)), false);
+        let e = l("resourceVersion=-1").unwrap_err();
+        assert_eq!((e.code, e.reason), (400, "BadRequest"));
+        assert_eq!(e.message, r#"invalid resource version: resourceVersion: Invalid value: "-1": strconv.ParseUint: parsing "-1": invalid syntax"#);
+        assert!(l("resourceVersion=99999999999999999999999").unwrap_err().message.ends_with("value out of range"));
+        assert_eq!(l("resourceVersion=5").unwrap(), ListRv::NotOlderThan(5));
+        assert_eq!(l("resourceVersion=5&resourceVersionMatch=Exact").unwrap(), ListRv::Exact(5));
+        assert_eq!(l("resourceVersion=0&resourceVersionMatch=NotOlderThan").unwrap(), ListRv::Any);
+        let e = l("resourceVersionMatch=NotOlderThan").unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(e.message, r#"ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"#);
+        assert_eq!(e.to_status()["details"]["kind"], "ListOptions");
+        assert_eq!(l("resourceVersion=1&resourceVersionMatch=Bogus").unwrap_err().message, r#"ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Unsupported value: "Bogus": supported values: "Exact", "NotOlderThan", """#);
+        assert_eq!(l("resourceVersion=0&resourceVersionMatch=Exact").unwrap_err().message, r#"ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0""#);
+        assert!(l("sendInitialEvents=true").unwrap_err().message.ends_with("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list"));
+        let w = |q: &str| list_options(&Query::parse(Some(q)), true);
+        assert!(w("sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true").is_ok());
+        assert_eq!(w("resourceVersion=1&resourceVersionMatch=NotOlderThan").unwrap_err().message, r#"ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"#);
+        assert_eq!(w("resourceVersionMatch=Exact&sendInitialEvents=true").unwrap_err().message, r#"ListOptions.meta.k8s.io "" is invalid: [resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan, resourceVersionMatch: Unsupported value: "Exact": supported values: "NotOlderThan"]"#);
+        let e = too_large_rv(99, 81);
+        assert_eq!((e.code, e.message.as_str()), (504, "Timeout: Too large resource version: 99, current: 81"));
     }
 }
