@@ -128,6 +128,33 @@ fn upstream_control_plane_bootstraps_a_node_client_certificate() {
         let pid = cp.pid(c).expect("component running");
         eprintln!("MEASURE {c} RSS: {} KiB", vm_rss_kib(pid));
     }
+
+    // the audit log (Metadata level) names the bootstrap token user creating the CSR
+    let bootstrap_user = format!("system:bootstrap:{TOKEN_ID}");
+    let audit = std::fs::read_to_string(cp.audit_log()).unwrap();
+    let csr_create = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| {
+            e["user"]["username"] == bootstrap_user.as_str()
+                && e["verb"] == "create"
+                && e["objectRef"]["resource"] == "certificatesigningrequests"
+        })
+        .unwrap_or_else(|| panic!("no audit event of {bootstrap_user} creating a CSR in {}", cp.audit_log().display()));
+    assert_eq!(csr_create["level"], "Metadata");
+    assert_eq!(csr_create["responseStatus"]["code"], 201);
+
+    // a kube-apiserver restart keeps the cluster's state; the other components ride it out
+    let mut cp = cp;
+    let old_pid = cp.pid("kube-apiserver");
+    cp.restart_apiserver();
+    assert_ne!(cp.pid("kube-apiserver"), old_pid);
+    let out = cp.kubectl_with(&bootstrap).args(["get", "csr", &csr_name, "-o", "name"]).ok();
+    assert_eq!(out.trim(), format!("certificatesigningrequest.certificates.k8s.io/{csr_name}"));
+    for c in ["etcd", "kube-controller-manager", "kube-scheduler"] {
+        let pid = cp.pid(c).unwrap();
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "{c} died across the kube-apiserver restart");
+    }
 }
 
 /// curl inside the control plane's netns with `extra` args; (HTTP status, body).

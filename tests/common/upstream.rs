@@ -9,7 +9,9 @@
 //! HTTP on the namespace's loopback (nothing else can reach it) and skips fsync; the components
 //! run as processes, not static pods; controller-manager and scheduler run without leader
 //! election (a kube-apiserver restart would otherwise make them exit, and nothing restarts
-//! them); the admin kubeconfig is kubeadm's super-admin (group system:masters).
+//! them); kube-apiserver ends open watches 2s into a shutdown
+//! (`--shutdown-watch-termination-grace-period`) so a restart takes seconds, not the 60s request
+//! timeout; the admin kubeconfig is kubeadm's super-admin (group system:masters).
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -253,15 +255,22 @@ impl UpstreamControlPlane {
     /// Stops kube-apiserver (SIGTERM, by PID), starts it again with the same flags and waits
     /// until it is ready. etcd, controller-manager and scheduler keep running.
     pub fn restart_apiserver(&mut self) {
+        let t0 = Instant::now();
         if let Some(i) = self.procs.iter().position(|p| p.name == "kube-apiserver") {
             let mut p = self.procs.remove(i);
             stop_child(&mut p.child, Duration::from_secs(20));
         }
+        let stopped = t0.elapsed();
         let r = self.spawn("kube-apiserver").and_then(|()| self.wait_apiserver_ready());
         if let Err(e) = r {
             self.dump_logs(60);
             panic!("restart kube-apiserver: {e}");
         }
+        eprintln!(
+            "kube-apiserver restarted: stopped in {:.1}s, ready again {:.1}s later",
+            stopped.as_secs_f64(),
+            (t0.elapsed() - stopped).as_secs_f64()
+        );
     }
 
     /// The guard's directory: pki/, *.conf, etcd data, component logs, audit.log.
@@ -378,6 +387,9 @@ impl UpstreamControlPlane {
                 format!("--audit-policy-file={}", conf("audit-policy.yaml")),
                 format!("--audit-log-path={}", self.audit_log().display()),
                 "--audit-log-maxsize=200".into(),
+                // end open watches 2s into a shutdown instead of waiting out the 60s request
+                // timeout (a static pod's kubelet would SIGKILL it after 30s anyway)
+                "--shutdown-watch-termination-grace-period=2s".into(),
             ],
             "kube-controller-manager" => vec![
                 "--allocate-node-cidrs=true".into(),
