@@ -32,6 +32,10 @@ pub struct ControlPlaneArgs {
     /// Service CIDR.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: ipnetwork::IpNetwork,
+    /// EncryptionConfiguration file (apiserver.config.k8s.io/v1; providers aescbc, secretbox,
+    /// identity) for encryption at rest of the resources it names, as kube-apiserver's flag.
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 impl ControlPlaneArgs {
@@ -52,6 +56,7 @@ impl ControlPlaneArgs {
             cluster_cidr: self.cluster_cidr,
             node_cidr_prefix: self.node_cidr_mask_size,
             service_cidr: self.service_cidr,
+            encryption_provider_config: self.encryption_provider_config.clone(),
         }
     }
 }

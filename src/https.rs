@@ -1,9 +1,20 @@
 //! The one HTTPS/1.1 server loop behind the API server and the kubelet API: accept, TLS handshake
 //! (10 s limit), hyper HTTP/1.1 with upgrades (exec/attach/port-forward streams), and on shutdown
 //! stop accepting, ask every connection to finish gracefully and wait a bounded time for them.
+//!
+//! Connection limits: the TLS handshake must finish in [`HANDSHAKE_TIMEOUT`]; a request head
+//! must arrive completely within [`HEADER_READ_TIMEOUT`] of the connection starting to wait
+//! for it (so a half-sent head, or a keep-alive connection idle that long, is closed); a head may
+//! be at most [`MAX_HEAD_BYTES`] (Go's and so kube-apiserver's 1 MiB) and a URI at most hyper's
+//! 65,534 bytes. hyper's automatic 400/414/431 answers get a metav1 Status body.
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -14,7 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::streamproxy::Body;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to send a complete request head (also the keep-alive idle
+/// timeout: hyper starts this timer whenever it waits for a head).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest request head (request line and headers).
+pub const MAX_HEAD_BYTES: usize = 1024 * 1024;
 /// How long one connection may take to finish after shutdown.
 const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// How long the server waits for all its connections after shutdown.
@@ -64,7 +80,10 @@ where
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(tls), svc)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(StatusOnErrors::new(tls)), svc)
                 .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
@@ -80,4 +99,163 @@ where
         while conns.try_join_next().is_some() {}
     }
     let _ = tokio::time::timeout(SERVER_GRACE, async { while conns.join_next().await.is_some() {} }).await;
+}
+
+/// The Status body for one of hyper's automatic error answers.
+fn status_body(code: u16) -> Option<String> {
+    let (reason, message) = match code {
+        400 => ("BadRequest", "the request could not be parsed".to_string()),
+        414 => ("", "URI too long".to_string()),
+        431 => (
+            "",
+            format!("request header fields too large: limit is {MAX_HEAD_BYTES}"),
+        ),
+        _ => return None,
+    };
+    let mut v = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "code": code});
+    if !reason.is_empty() {
+        v["reason"] = reason.into();
+    }
+    Some(v.to_string())
+}
+
+/// If `buf` is exactly one of hyper's automatic error responses (status 400/414/431, only
+/// `content-length: 0` and `date` headers), the same response with a Status body.
+fn rewrite_auto_error(buf: &[u8]) -> Option<Vec<u8>> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    if head_end != buf.len() {
+        return None;
+    }
+    let head = std::str::from_utf8(&buf[..head_end - 4]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let code: u16 = status_line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let body = status_body(code)?;
+    let mut date = None;
+    for l in lines {
+        let (k, v) = l.split_once(':')?;
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" if v.trim() == "0" => {}
+            "date" => date = Some(v.trim().to_string()),
+            _ => return None,
+        }
+    }
+    let mut out = format!(
+        "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some(d) = date {
+        out.push_str(&format!("date: {d}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    Some(out.into_bytes())
+}
+
+/// IO wrapper that gives hyper's automatic error answers (malformed head, head too large, URI
+/// too long) a Status body like every other error of the API.
+struct StatusOnErrors<T> {
+    inner: T,
+    /// Bytes of a rewritten response still to be written.
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+impl<T> StatusOnErrors<T> {
+    fn new(inner: T) -> Self {
+        StatusOnErrors {
+            inner,
+            pending: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> StatusOnErrors<T> {
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.pending.len() {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.pending.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StatusOnErrors<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StatusOnErrors<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        if buf.len() < 512 && buf.starts_with(b"HTTP/1.1 4") {
+            if let Some(replacement) = rewrite_auto_error(buf) {
+                self.pending = replacement;
+                self.sent = 0;
+                // Accepted: the replacement is written by this and later polls.
+                let _ = self.drain(cx)?;
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_error_answers_get_status_bodies() {
+        let out = rewrite_auto_error(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 22:00:00 GMT\r\n\r\n",
+        )
+        .unwrap();
+        let s = String::from_utf8(out).unwrap();
+        let (head, body) = s.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!((v["kind"].as_str(), v["code"].as_u64()), (Some("Status"), Some(431)));
+        let s414 = rewrite_auto_error(b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n").unwrap();
+        assert!(String::from_utf8(s414).unwrap().contains("\"code\":414"));
+        // Our own responses (other headers, or a body) are left alone.
+        assert!(rewrite_auto_error(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(rewrite_auto_error(b"HTTP/1.1 431 X\r\ncontent-length: 2\r\n\r\n").is_none());
+        assert!(rewrite_auto_error(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").is_none());
+    }
+
+    #[tokio::test]
+    async fn rewritten_answers_are_written_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(16);
+        let mut w = StatusOnErrors::new(a);
+        let writer = tokio::spawn(async move {
+            w.write_all(b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            w.flush().await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let mut got = String::new();
+        b.read_to_string(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert!(got.ends_with("\"code\":414}") || got.contains("\"code\":414"), "{got}");
+        let body = got.split_once("\r\n\r\n").unwrap().1;
+        assert!(got.contains(&format!("content-length: {}", body.len())));
+    }
 }

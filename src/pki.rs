@@ -288,6 +288,7 @@ pub fn apiserver_sans(extra: &[String]) -> Vec<String> {
 /// certificate) cover every wanted SAN.
 pub fn ensure_cluster_pki(pki_dir: &Path, sans: &[String]) -> Result<ClusterPki> {
     create_dir(pki_dir)?;
+    fix_key_modes(pki_dir)?;
     let ca_crt = pki_dir.join("ca.crt");
     let ca_key = pki_dir.join("ca.key");
     let ca = if ca_crt.exists() && ca_key.exists() {
@@ -756,11 +757,33 @@ fn tls(what: impl Into<String>) -> impl FnOnce(rustls::Error) -> PkiError {
     move |source| PkiError::Tls { what, source }
 }
 
+/// Create `dir` (and parents) and restrict it to root (0700): it holds private keys. An existing
+/// directory's mode is fixed too.
 fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| PkiError::Io {
         path: dir.to_owned(),
         source,
-    })
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+/// Restrict every existing `*.key` in `dir` to 0600 (files written by older versions or by hand).
+fn fix_key_modes(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries = std::fs::read_dir(dir).map_err(|source| PkiError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "key") && p.is_file() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| PkiError::Io { path: p.clone(), source })?;
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -873,8 +896,19 @@ mod tests {
             assert_eq!(mode(&pki_path.join(f)), 0o600, "{f}");
         }
 
+        assert_eq!(mode(&pki_path), 0o700);
+        // Modes loosened by hand (or an older version) are fixed at the next start.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let loosen = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+            loosen(&pki_path, 0o755);
+            loosen(&pki_path.join("ca.key"), 0o644);
+        }
+
         // Reload: same everything.
         let again = ensure_cluster_pki(&pki_path, &["10.1.2.3".into(), "cp.example".into()]).unwrap();
+        assert_eq!(mode(&pki_path), 0o700);
+        assert_eq!(mode(&pki_path.join("ca.key")), 0o600);
         assert_eq!(again.ca.cert_pem, pki.ca.cert_pem);
         assert_eq!(again.ca.key_pem, pki.ca.key_pem);
         assert_eq!(again.apiserver_cert_pem, pki.apiserver_cert_pem);

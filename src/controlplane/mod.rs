@@ -37,6 +37,9 @@ pub struct ControlPlaneConfig {
     pub node_cidr_prefix: u8,
     /// Service CIDR (its first address is `kubernetes.default`).
     pub service_cidr: IpNetwork,
+    /// kube-apiserver's `--encryption-provider-config`: an EncryptionConfiguration file for
+    /// encryption at rest (None: values stored as plaintext).
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 impl ControlPlaneConfig {
@@ -179,7 +182,16 @@ pub async fn start(cfg: ControlPlaneConfig, shutdown: CancellationToken) -> anyh
         store_path: cfg.store_path(),
         kubelet_tls: pki::kubelet_client_tls_config(&cluster_pki)?,
     };
-    let server = apiserver::bind(api_cfg).await.context("API server")?;
+    let encryption = match &cfg.encryption_provider_config {
+        Some(p) => Some(std::sync::Arc::new(
+            crate::controlplane::store::encryption::EncryptionConfig::load(p)
+                .context("--encryption-provider-config")?,
+        )),
+        None => None,
+    };
+    let server = apiserver::bind_with_encryption(api_cfg, encryption)
+        .await
+        .context("API server")?;
     // With --listen ...:0 the real port is only known now.
     let cfg = ControlPlaneConfig {
         listen: server.local_addr(),
@@ -286,6 +298,7 @@ mod tests {
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             node_cidr_prefix: 24,
             service_cidr: "10.96.0.0/12".parse().unwrap(),
+            encryption_provider_config: None,
         }
     }
 

@@ -543,6 +543,9 @@ async fn dispatch(
     }
 }
 
+/// How long reading a request body may take.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// kube's 413 for bodies over the limit.
 pub(crate) fn body_too_large() -> ApiError {
     ApiError::new(
@@ -563,7 +566,17 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
         return Err(body_too_large());
     }
     let limited = http_body_util::Limited::new(body, MAX_BODY);
-    let bytes = match limited.collect().await {
+    // A body sent too slowly is cut off like kube's request timeout (60 s) cuts its handler.
+    let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await else {
+        let mut e = ApiError::new(
+            504,
+            "Timeout",
+            "Timeout: request did not complete within requested timeout - context deadline exceeded",
+        );
+        e.details = Some(json!({}));
+        return Err(e);
+    };
+    let bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(body_too_large()),
         Err(e) => return Err(ApiError::bad_request(format!("reading request body: {e}"))),
