@@ -25,6 +25,9 @@ fn upstream_control_plane_bootstraps_a_node_client_certificate() {
     assert_eq!(version.trim(), format!("Kubernetes {}", upstream::upstream_version()));
 
     let ns = Netns::new();
+    // a second "host" on the same wire, from which discovery happens (as `kubeadm join` would)
+    let node_ns = Netns::new();
+    ns.connect(&node_ns);
     let t0 = Instant::now();
     let cp = UpstreamControlPlane::start(&ns).expect("start the upstream control plane");
     eprintln!("MEASURE guard start: {:.1}s", t0.elapsed().as_secs_f64());
@@ -43,17 +46,20 @@ fn upstream_control_plane_bootstraps_a_node_client_certificate() {
         Ok::<_, String>(v["data"][&jws_key].as_str().map(|s| s.to_owned()))
     });
 
-    // anonymous discovery over HTTPS: cluster-info is readable, a secret is not
+    // anonymous discovery over HTTPS from the other host: cluster-info is readable, a secret is not
     let ca = cp.ca_cert();
     let url = |path: &str| format!("{}{path}", cp.server());
-    let (code, body) = curl(&cp, &ca, &[], &url("/api/v1/namespaces/kube-public/configmaps/cluster-info"));
+    let (code, body) = curl(&node_ns, &ca, &url("/version"));
+    assert_eq!(code, 200, "GET /version from the connected netns: {body}");
+    assert!(body.contains(&format!("\"gitVersion\": \"{}\"", upstream::upstream_version())), "{body}");
+    let (code, body) = curl(&node_ns, &ca, &url("/api/v1/namespaces/kube-public/configmaps/cluster-info"));
     assert_eq!(code, 200, "anonymous GET of cluster-info: {body}");
     let cm: serde_json::Value = serde_json::from_str(&body).unwrap();
     let kubeconfig = cm["data"]["kubeconfig"].as_str().expect("cluster-info has a kubeconfig");
     assert!(kubeconfig.contains(&format!("server: {}", cp.server())), "{kubeconfig}");
     let jws = cm["data"][&jws_key].as_str().expect("anonymous sees the JWS");
     assert_eq!(jws.split('.').count(), 3, "detached JWS header..signature: {jws}");
-    let (code, body) = curl(&cp, &ca, &[], &url("/api/v1/namespaces/kube-system/secrets"));
+    let (code, body) = curl(&node_ns, &ca, &url("/api/v1/namespaces/kube-system/secrets"));
     assert_eq!(code, 403, "anonymous must not list secrets: {body}");
 
     // the CA pin is the sha256 of the CA's SubjectPublicKeyInfo (kubeadm's documented pipeline)
@@ -157,13 +163,12 @@ fn upstream_control_plane_bootstraps_a_node_client_certificate() {
     }
 }
 
-/// curl inside the control plane's netns with `extra` args; (HTTP status, body).
-fn curl(cp: &UpstreamControlPlane, ca: &Path, extra: &[&str], url: &str) -> (u16, String) {
-    let out = cp
+/// Anonymous HTTPS GET with curl inside `ns`, trusting `ca`; (HTTP status, body).
+fn curl(ns: &Netns, ca: &Path, url: &str) -> (u16, String) {
+    let out = ns
         .command("curl")
         .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
         .arg(ca)
-        .args(extra)
         .arg(url)
         .stdin(Stdio::null())
         .output()
