@@ -6,9 +6,12 @@
 //! port-forward ask CRI for a streaming URL (containerd's streaming server) and proxy the upgraded
 //! connection there with `streamproxy::forward`, like kubelet's `proxyStream`.
 //!
-//! Not done: authorization (every client certificate signed by the cluster CA is allowed, kubelet
-//! would ask the API server with a SubjectAccessReview), /metrics, /stats, /pods, /run, log
+//! Authorization: like kubelet's webhook mode, a SubjectAccessReview per user and `nodes/<sub>`
+//! attributes, cached (see [`authz`]).
+//!
+//! Not done: bearer-token authentication (TokenReview), /metrics, /stats, /pods, /run, log
 //! rotation while following.
+pub mod authz;
 pub mod logs;
 
 use std::collections::HashMap;
@@ -38,6 +41,7 @@ struct State {
     cfg: Arc<AgentConfig>,
     cri: Cri,
     shutdown: CancellationToken,
+    authz: Arc<authz::Authorizer>,
 }
 
 /// Serve the kubelet API on `cfg.kubelet_listen` until `shutdown`.
@@ -62,11 +66,22 @@ pub async fn serve_on(
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = State { cfg, cri, shutdown: shutdown.clone() };
-    crate::https::serve(listener, tls, shutdown, move |_certs| {
-        // The TLS config already requires a certificate from the cluster CA; no authorization yet.
+    // SubjectAccessReviews go to the API server with the agent's own identity.
+    let reviewer = match crate::kubeclient::from_file(&cfg.kubeconfig).await {
+        Ok(c) => Some(authz::api_reviewer(c)),
+        Err(e) => {
+            tracing::warn!(error = %e, "kubelet API: no API client; only system:masters users are authorized");
+            None
+        }
+    };
+    let authz = Arc::new(authz::Authorizer::new(&cfg.node_name, reviewer));
+    let state = State { cfg, cri, shutdown: shutdown.clone(), authz };
+    crate::https::serve(listener, tls, shutdown, move |certs| {
+        // The TLS config already requires a certificate from the cluster CA: the user is its
+        // subject (CN, O + system:authenticated), authorized per request.
         let state = state.clone();
-        move |req| handle(state.clone(), req)
+        let user = crate::controlplane::apiserver::auth::user_from_certs(certs);
+        move |req| handle(state.clone(), user.clone(), req)
     })
     .await;
     Ok(())
@@ -225,7 +240,22 @@ fn query_pairs(req: &http::Request<Incoming>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-async fn handle(state: State, req: http::Request<Incoming>) -> Response<Body> {
+async fn handle(
+    state: State,
+    user: Option<crate::controlplane::apiserver::auth::User>,
+    req: http::Request<Incoming>,
+) -> Response<Body> {
+    if let Err(refusal) = state
+        .authz
+        .authorize(user.as_ref(), req.method().as_str(), req.uri().path())
+        .await
+    {
+        return match refusal {
+            authz::Refusal::Unauthorized => full(StatusCode::UNAUTHORIZED, "Unauthorized"),
+            authz::Refusal::Forbidden(text) => full(StatusCode::FORBIDDEN, text),
+            authz::Refusal::Error(text) => full(StatusCode::INTERNAL_SERVER_ERROR, text),
+        };
+    }
     let route = route(req.uri().path());
     tracing::debug!(method = %req.method(), path = %req.uri().path(), ?route, "kubelet API request");
     let get_only = matches!(route, Route::Healthz | Route::ContainerLogs { .. });

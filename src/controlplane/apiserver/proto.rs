@@ -158,8 +158,100 @@ const BINDING: &[Field] = &[
     f(2, "target", Ty::Msg(OBJECT_REF)),
 ];
 
+// rbac.authorization.k8s.io/v1 (kubectl create role|clusterrole|rolebinding|clusterrolebinding).
+const POLICY_RULE: &[Field] = &[
+    r(1, "verbs", Ty::Str),
+    r(2, "apiGroups", Ty::Str),
+    r(3, "resources", Ty::Str),
+    r(4, "resourceNames", Ty::Str),
+    r(5, "nonResourceURLs", Ty::Str),
+];
+const LABEL_SELECTOR_REQUIREMENT: &[Field] = &[
+    f(1, "key", Ty::Str),
+    f(2, "operator", Ty::Str),
+    r(3, "values", Ty::Str),
+];
+const LABEL_SELECTOR: &[Field] = &[
+    f(1, "matchLabels", Ty::MapStr),
+    r(2, "matchExpressions", Ty::Msg(LABEL_SELECTOR_REQUIREMENT)),
+];
+const AGGREGATION_RULE: &[Field] = &[r(1, "clusterRoleSelectors", Ty::Msg(LABEL_SELECTOR))];
+const ROLE: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    r(2, "rules", Ty::Msg(POLICY_RULE)),
+];
+const CLUSTER_ROLE: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    r(2, "rules", Ty::Msg(POLICY_RULE)),
+    f(3, "aggregationRule", Ty::Msg(AGGREGATION_RULE)),
+];
+const SUBJECT: &[Field] = &[
+    f(1, "kind", Ty::Str),
+    f(2, "apiGroup", Ty::Str),
+    f(3, "name", Ty::Str),
+    f(4, "namespace", Ty::Str),
+];
+const ROLE_REF: &[Field] = &[f(1, "apiGroup", Ty::Str), f(2, "kind", Ty::Str), f(3, "name", Ty::Str)];
+const ROLE_BINDING: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    r(2, "subjects", Ty::Msg(SUBJECT)),
+    f(3, "roleRef", Ty::Msg(ROLE_REF)),
+];
+// authorization.k8s.io/v1 and authentication.k8s.io/v1 reviews (kubectl auth can-i / whoami).
+const FIELD_SELECTOR_REQUIREMENT: &[Field] = &[
+    f(1, "key", Ty::Str),
+    f(2, "operator", Ty::Str),
+    r(3, "values", Ty::Str),
+];
+const FIELD_SELECTOR_ATTRIBUTES: &[Field] = &[
+    f(1, "rawSelector", Ty::Str),
+    r(2, "requirements", Ty::Msg(FIELD_SELECTOR_REQUIREMENT)),
+];
+const LABEL_SELECTOR_ATTRIBUTES: &[Field] = &[
+    f(1, "rawSelector", Ty::Str),
+    r(2, "requirements", Ty::Msg(LABEL_SELECTOR_REQUIREMENT)),
+];
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Ty::Str),
+    f(2, "verb", Ty::Str),
+    f(3, "group", Ty::Str),
+    f(4, "version", Ty::Str),
+    f(5, "resource", Ty::Str),
+    f(6, "subresource", Ty::Str),
+    f(7, "name", Ty::Str),
+    f(8, "fieldSelector", Ty::Msg(FIELD_SELECTOR_ATTRIBUTES)),
+    f(9, "labelSelector", Ty::Msg(LABEL_SELECTOR_ATTRIBUTES)),
+];
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Ty::Str), f(2, "verb", Ty::Str)];
+const SELF_SAR_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+];
+const SAR_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+    f(3, "user", Ty::Str),
+    r(4, "groups", Ty::Str),
+    f(6, "uid", Ty::Str),
+];
+const SELF_SAR: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(SELF_SAR_SPEC)),
+];
+const SAR: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(SAR_SPEC))];
+const SSRR_SPEC: &[Field] = &[f(1, "namespace", Ty::Str)];
+const SSRR: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(SSRR_SPEC))];
+const SELF_SUBJECT_REVIEW: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META))];
+
 fn schema(kind: &str) -> Option<&'static [Field]> {
     Some(match kind {
+        "Role" => ROLE,
+        "ClusterRole" => CLUSTER_ROLE,
+        "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
+        "SelfSubjectAccessReview" => SELF_SAR,
+        "SubjectAccessReview" | "LocalSubjectAccessReview" => SAR,
+        "SelfSubjectRulesReview" => SSRR,
+        "SelfSubjectReview" => SELF_SUBJECT_REVIEW,
         "ConfigMap" => CONFIG_MAP,
         "Secret" => SECRET,
         "Namespace" => NAMESPACE,

@@ -454,7 +454,8 @@ pub fn admit(
                     }
                     if !changed.is_empty() {
                         let l: Vec<&str> = changed.iter().map(|s| s.as_str()).collect();
-                        return Some(format!("node {node:?} is not allowed to modify labels: {}", l.join(", ")));
+                        // kube's message has no node prefix here.
+                        return Some(format!("is not allowed to modify labels: {}", l.join(", ")));
                     }
                 }
                 _ => {}
@@ -645,7 +646,7 @@ mod tests {
         assert!(admit(&n, Operation::Update, "", "nodes", "status", "n1", Some(&old), Some(&old)).is_none(), "unchanged labels pass");
         assert_eq!(
             admit(&n, Operation::Update, "", "nodes", "", "n1", Some(&node("n1", json!({}))), Some(&old)).unwrap(),
-            "node \"n1\" is not allowed to modify labels: node-restriction.kubernetes.io/a"
+            "is not allowed to modify labels: node-restriction.kubernetes.io/a"
         );
         let tainted = json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}});
         assert_eq!(
