@@ -39,14 +39,14 @@ if [[ -z "$from" ]]; then
 	cargo deb -p berth --no-build --output "$output" >&2
 else
 	# cargo-deb reads binaries from <target dir>/release/ (it rewrites the assets' target/release/
-	# prefix): stage the given ones there, hard-linked when possible.
+	# prefix): stage copies of the given ones there (cargo-deb strips them).
 	stage="$(mktemp -d)"
 	trap 'rm -rf "$stage"' EXIT
 	mkdir -p "$stage/release"
 	for b in "${bins[@]}"; do
 		[[ -x "$from/$b" ]] || berth_die "$from/$b missing: build it first (cargo build -p berth -p berth-cni --bins)"
-		ln "$from/$b" "$stage/release/$b" 2>/dev/null || cp "$from/$b" "$stage/release/$b"
+		cp --reflink=auto "$from/$b" "$stage/release/$b"
 	done
-	CARGO_TARGET_DIR="$stage" cargo deb -p berth --no-build --fast --output "$output" >&2
+	CARGO_TARGET_DIR="$stage" cargo deb -p berth --no-build --strip --fast --output "$output" >&2
 fi
 ls "$output"/*.deb

@@ -77,8 +77,9 @@ pub struct JoinFlags {
     /// How long to wait for the client certificate (kubeadm's timeouts.tlsBootstrap).
     #[arg(long, default_value = "5m")]
     pub tls_bootstrap_timeout: String,
-    /// How long to wait for a kubelet-serving certificate before self-signing one.
-    #[arg(long, default_value = "5s")]
+    /// With the cluster's serverTLSBootstrap: how long to wait for the kubelet-serving certificate
+    /// before self-signing one.
+    #[arg(long, default_value = "30s")]
     pub serving_cert_timeout: String,
 }
 
@@ -365,6 +366,9 @@ fn extra_arg(args: Option<&serde_json::Value>, name: &str) -> Option<String> {
 pub struct ClusterKubeletConfig {
     pub cluster_dns: Vec<std::net::IpAddr>,
     pub cluster_domain: String,
+    /// serverTLSBootstrap: get the kubelet API's serving certificate through a kubelet-serving
+    /// CSR (else kubelet self-signs one, kubeadm's default).
+    pub server_tls_bootstrap: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -373,6 +377,8 @@ struct KubeletConfiguration {
     #[serde(default, rename = "clusterDNS")]
     cluster_dns: Vec<String>,
     cluster_domain: Option<String>,
+    #[serde(default, rename = "serverTLSBootstrap")]
+    server_tls_bootstrap: bool,
 }
 
 /// clusterDNS and clusterDomain of a KubeletConfiguration document (domain defaults to
@@ -387,6 +393,7 @@ pub fn parse_kubelet_config(text: &str) -> Result<ClusterKubeletConfig, String> 
     Ok(ClusterKubeletConfig {
         cluster_dns,
         cluster_domain: kc.cluster_domain.filter(|d| !d.is_empty()).unwrap_or_else(|| "cluster.local".into()),
+        server_tls_bootstrap: kc.server_tls_bootstrap,
     })
 }
 
@@ -403,7 +410,7 @@ mod tests {
             discovery_token_ca_cert_hash: vec![HASH.into()],
             discovery_timeout: "5m".into(),
             tls_bootstrap_timeout: "5m".into(),
-            serving_cert_timeout: "5s".into(),
+            serving_cert_timeout: "30s".into(),
             ..Default::default()
         }
     }
@@ -417,7 +424,7 @@ mod tests {
         assert_eq!(pins[0].to_string(), HASH);
         assert_eq!(p.tls_bootstrap_token.as_ref().unwrap().id, "abcdef");
         assert_eq!(p.discovery_timeout, Duration::from_secs(300));
-        assert_eq!(p.serving_cert_timeout, Duration::from_secs(5));
+        assert_eq!(p.serving_cert_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -537,6 +544,8 @@ nodeRegistration:
         let c = parse_kubelet_config(text).unwrap();
         assert_eq!(c.cluster_dns, ["10.96.0.10".parse::<std::net::IpAddr>().unwrap()]);
         assert_eq!(c.cluster_domain, "cluster.local");
+        assert!(!c.server_tls_bootstrap);
+        assert!(parse_kubelet_config(&format!("{text}serverTLSBootstrap: true\n")).unwrap().server_tls_bootstrap);
         let c = parse_kubelet_config("kind: KubeletConfiguration\n").unwrap();
         assert!(c.cluster_dns.is_empty());
         assert_eq!(c.cluster_domain, "cluster.local");

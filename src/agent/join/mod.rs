@@ -112,7 +112,7 @@ async fn kubelet_config(client: &kube::Client) -> anyhow::Result<ClusterKubeletC
         }
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 403 => {
             tracing::warn!(code = s.code, "kube-system/kubelet-config not readable; using clusterDomain cluster.local and no cluster DNS");
-            Ok(ClusterKubeletConfig { cluster_dns: Vec::new(), cluster_domain: "cluster.local".into() })
+            Ok(ClusterKubeletConfig { cluster_dns: Vec::new(), cluster_domain: "cluster.local".into(), server_tls_bootstrap: false })
         }
         Err(e) => Err(anyhow::anyhow!("reading kube-system/kubelet-config: {}", discovery::error_chain(&e))),
     }
@@ -150,12 +150,15 @@ pub async fn join(plan: &JoinPlan, node_name: &str, node_ips: &[IpAddr], state_d
     write_node_kubeconfig(&kubeconfig, &info.server, &info.ca_pem, &cert, &key, node_name)?;
     tracing::info!(path = %kubeconfig.display(), elapsed = ?started.elapsed(), "node kubeconfig written");
 
-    // The kubelet API's serving certificate: signed by the cluster if it approves in time,
-    // else the agent self-signs one (kubelet without serverTLSBootstrap).
-    let node_client = crate::kubeclient::from_file(&kubeconfig).await?;
-    let mut sans = vec![node_name.to_owned()];
-    sans.extend(node_ips.iter().map(IpAddr::to_string));
-    let serving_cert_signed =
+    // The kubelet API's serving certificate: with the cluster's serverTLSBootstrap, signed by the
+    // cluster if it approves in time; else self-signed by the agent (kubelet's default).
+    let serving_cert_signed = if !kubelet.server_tls_bootstrap {
+        tracing::info!("serverTLSBootstrap is off in kube-system/kubelet-config: the kubelet API uses a self-signed certificate");
+        false
+    } else {
+        let node_client = crate::kubeclient::from_file(&kubeconfig).await?;
+        let mut sans = vec![node_name.to_owned()];
+        sans.extend(node_ips.iter().map(IpAddr::to_string));
         match bootstrap::request_certificate(&node_client, CsrKind::Serving, node_name, &sans, plan.serving_cert_timeout).await {
             Ok((cert, key)) => {
                 let dir = agent_state_dir(state_dir).join("pki");
@@ -165,10 +168,11 @@ pub async fn join(plan: &JoinPlan, node_name: &str, node_ips: &[IpAddr], state_d
                 true
             }
             Err(e) => {
-                tracing::info!(reason = %e, "no cluster-signed serving certificate; the kubelet API uses a self-signed one");
+                tracing::warn!(reason = %e, "no cluster-signed serving certificate; the kubelet API uses a self-signed one");
                 false
             }
-        };
+        }
+    };
     Ok(Joined { server: info.server, kubeconfig, kubelet, serving_cert_signed })
 }
 
