@@ -5,7 +5,8 @@
 #
 # As root it installs what is missing from Debian (containerd, runc, nftables, iproute2,
 # busybox-static, docker-registry, the reference CNI plugins, protoc, gcc, ...), then builds the
-# workspace once (debug), builds the OCI test images, and runs `cargo test --workspace`: the unit
+# workspace once (debug), builds the OCI test images and the pinned upstream Kubernetes components
+# (upstream/build.sh, cached in /var/cache/berth), and runs `cargo test --workspace`: the unit
 # tests and the end-to-end tests (network namespaces, a private containerd each, a local registry,
 # `berth up`, the real kubectl). Not root: no installs, and the end-to-end tests skip themselves.
 # Exits non-zero on any failure.

@@ -53,7 +53,8 @@ mkdir -p "$bin_dir" "$GOMODCACHE" "$GOCACHE"
 # Tags and flags of upstream's hack/lib/golang.sh for a release build (static, no debug info).
 tags="selinux,notest,grpcnotrace"
 flags_id="tags=$tags trimpath -s -w CGO_ENABLED=0 $go_version"
-stamp="$(cat "$here/go.mod" "$here/go.sum" <(echo "$flags_id") | sha256sum | cut -d' ' -f1)"
+# (comment lines of go.mod do not count)
+stamp="$(cat <(grep -v '^[[:space:]]*//' "$here/go.mod") "$here/go.sum" <(echo "$flags_id") | sha256sum | cut -d' ' -f1)"
 
 # name  package
 targets=(

@@ -1,6 +1,11 @@
 // Our pin of the upstream Kubernetes release (and the etcd it is tested with) that
 // upstream/build.sh builds for the tests. The Go toolchain brings the source as modules;
 // none of it is copied into this repository.
+//
+// k8s.io/kubernetes v1.37.2: the newest release on the module proxy (v1.38.0-beta.0 is a
+// pre-release); it needs go >= 1.26.0, which the machines' Go 1.26.8 is.
+// go.etcd.io/etcd/server/v3 v3.7.0: the etcd version v1.37.2's own go.mod requires (for its
+// etcd client), so both share one module graph.
 module berth.invalid/upstream
 
 go 1.26.0
