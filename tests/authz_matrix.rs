@@ -89,7 +89,7 @@ fn api_matrix(node: &str) -> Vec<Case> {
         case("viewer", "get secrets -n team", deny(r#"User "viewer" cannot list resource "secrets" in API group "" in the namespace "team""#)),
         case("viewer", "get secret s-ref -n team", deny(r#"secrets "s-ref" is forbidden: User "viewer" cannot get resource "secrets""#)),
         case("node", "get secret s-ref -n team", allow()),
-        case("node", "get secret s-other -n team", deny(&u(r#"secrets "s-other" is forbidden: User "system:node:{N}" cannot get resource "secrets" in API group "" in the namespace "team": no relationship found between node '{N}' and this object"#))),
+        case("node", "get secret s-other -n team", deny(&u(r#"secrets "s-other" is forbidden: User "system:node:{N}" cannot get resource "secrets" in API group "" in the namespace "team": node: no relationship found between node '{N}' and this object"#))),
         case("node", "get secrets -n team", deny(&u(r#"User "system:node:{N}" cannot list resource "secrets" in API group "" in the namespace "team""#))),
         case("sa", "get secret s-other -n team", allow()),
         case("sa", "get secrets -n default", deny(r#"User "system:serviceaccount:team:bot" cannot list resource "secrets" in API group "" in the namespace "default""#)),
@@ -97,7 +97,7 @@ fn api_matrix(node: &str) -> Vec<Case> {
         case("viewer", "get pods -n team", allow()),
         case("viewer", "get pods -n default", deny(r#"pods is forbidden: User "viewer" cannot list resource "pods" in API group "" in the namespace "default""#)),
         case("nobody", "get pods -n default", deny(r#"pods is forbidden: User "nobody" cannot list resource "pods" in API group "" in the namespace "default""#)),
-        case("node", "get pods -A", deny(&u(r#"pods is forbidden: User "system:node:{N}" cannot list resource "pods" in API group "" at the cluster scope: can only list/watch pods with spec.nodeName field selector"#))),
+        case("node", "get pods -A", deny(&u(r#"pods is forbidden: User "system:node:{N}" cannot list resource "pods" in API group "" at the cluster scope: node: can only list/watch pods with spec.nodeName field selector"#))),
         case("node", &u("get pods -A --field-selector spec.nodeName={N}"), allow()),
         case("node", "get pod ref -n team", allow()),
         // Nodes.
@@ -107,9 +107,9 @@ fn api_matrix(node: &str) -> Vec<Case> {
         case("sa", "delete node other-node", deny(r#"User "system:serviceaccount:team:bot" cannot delete resource "nodes""#)),
         case("viewer", "get nodes", deny(r#"nodes is forbidden: User "viewer" cannot list resource "nodes" in API group "" at the cluster scope"#)),
         case("node", &u("get node {N}"), allow()),
-        case("node", "get node other-node", deny(&u(r#"nodes "other-node" is forbidden: User "system:node:{N}" cannot get resource "nodes" in API group "" at the cluster scope: node '{N}' cannot read 'other-node', only its own Node object"#))),
+        case("node", "get node other-node", deny(&u(r#"nodes "other-node" is forbidden: User "system:node:{N}" cannot get resource "nodes" in API group "" at the cluster scope: node: node '{N}' cannot read 'other-node', only its own Node object"#))),
         // kubectl patch GETs first, which the Node authorizer refuses (the PATCH itself: see raw_checks).
-        case("node", "patch node other-node --type=merge -p {\"metadata\":{\"labels\":{\"x\":\"y\"}}}", deny(&u(r#"nodes "other-node" is forbidden: User "system:node:{N}" cannot get resource "nodes" in API group "" at the cluster scope: node '{N}' cannot read 'other-node', only its own Node object"#))),
+        case("node", "patch node other-node --type=merge -p {\"metadata\":{\"labels\":{\"x\":\"y\"}}}", deny(&u(r#"nodes "other-node" is forbidden: User "system:node:{N}" cannot get resource "nodes" in API group "" at the cluster scope: node: node '{N}' cannot read 'other-node', only its own Node object"#))),
         case("node", &u("label node {N} example.com/matrix=yes --overwrite"), allow()),
         case("node", &u("label node {N} node-restriction.kubernetes.io/x=y"), deny(&u(r#"nodes "{N}" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/x"#))),
         // kubectl auth can-i / whoami.

@@ -68,7 +68,8 @@ pub fn authorize(attrs: &Attributes, ctx: &dyn Context) -> (Decision, String) {
         return (d, reason);
     }
     if !reason.is_empty() {
-        reasons.push(reason);
+        // kube-apiserver (>= 1.3x) names the authorizer in front of its reason.
+        reasons.push(format!("node: {reason}"));
     }
     let (d, reason) = rbac::authorize(attrs, ctx.policy());
     if d != Decision::NoOpinion {
@@ -223,6 +224,6 @@ mod tests {
             &ctx,
         );
         assert_eq!(d, Decision::NoOpinion);
-        assert_eq!(reason, "no relationship found between node 'n1' and this object");
+        assert_eq!(reason, "node: no relationship found between node 'n1' and this object");
     }
 }
