@@ -479,6 +479,7 @@ fn authz_matrix_kube_apiserver() {
         for d in &diff {
             eprintln!("{d}");
         }
+        failures.extend(diff.into_iter().map(|d| format!("error text differs from berth's: {d}")));
     }
     if failures.is_empty() {
         return;
