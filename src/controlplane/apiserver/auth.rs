@@ -1,7 +1,7 @@
 //! Authentication by client certificate: user = subject CN, groups = subject O values (as
 //! kube-apiserver's x509 authenticator). rustls has already verified the chain against the cluster CA.
 //!
-//! Authorization is not implemented yet: every authenticated user may do everything.
+//! Authorization is `controlplane::auth` (Node, RBAC), run after this.
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,10 +2,11 @@
 //! discovery, CRUD + watch over the embedded store, server-side Table output, and the pod
 //! log/exec/attach/portforward subresources proxied to kubelets.
 //!
-//! Authorization is not implemented: any authenticated user may do anything.
+//! Authorization: Node, RBAC and NodeRestriction (`controlplane::auth`), hooked in right after
+//! authentication (`handlers::handle`); `system:masters` may do anything.
 //! `/healthz`, `/livez`, `/readyz` answer without a client certificate; everything else needs one.
 //!
-//! Not implemented yet: authorization (RBAC), server-side apply (`application/apply-patch+yaml`
+//! Not implemented yet: impersonation, bearer tokens, server-side apply (`application/apply-patch+yaml`
 //! answers 415), `limit`/`continue` paging (lists are always complete), `resourceVersionMatch`,
 //! garbage collection / propagationPolicy (accepted, ignored), the namespace lifecycle
 //! (deleting a namespace removes it at once and deletes its objects in the background), request
