@@ -43,6 +43,20 @@ berth_ensure_cargo() {
 		berth_die "cargo not found: install a Rust toolchain (rustup, stable) and put cargo on PATH"
 }
 
+# cargo + a nightly toolchain (rustup) + cargo-fuzz (installed from crates.io when missing), for
+# fuzz/run.sh. The nightly toolchain itself is not downloaded here: it must be installed.
+BERTH_CARGO_FUZZ_VERSION=0.13.2
+berth_ensure_cargo_fuzz() {
+	berth_ensure_cargo
+	command -v rustup >/dev/null 2>&1 && rustup run nightly rustc --version >/dev/null 2>&1 ||
+		berth_die "the fuzz targets need a nightly toolchain: rustup toolchain install nightly --profile minimal"
+	if ! cargo fuzz --version >/dev/null 2>&1; then
+		berth_log "installing cargo-fuzz $BERTH_CARGO_FUZZ_VERSION from crates.io"
+		cargo install cargo-fuzz --version "$BERTH_CARGO_FUZZ_VERSION" --locked >&2 ||
+			berth_die "cargo install cargo-fuzz failed"
+	fi
+}
+
 # Exit status 0 when this host may NOT lower oom_score_adj (no CAP_SYS_RESOURCE, e.g. in some
 # containers/VMs). containerd's CRI then needs restrict_oom_score_adj = true, else runc fails every
 # sandbox with "can't get final child's PID from pipe".

@@ -61,5 +61,19 @@ berth_log "running cargo test --workspace"
 status=0
 cargo test --workspace "$@" || status=$?
 
+# The fuzz targets, a bounded time each (fuzz/run.sh; BERTH_FUZZ_SECONDS per target, default 30),
+# as root on a full run (no test filter). Under CI=true a failure fails the run.
+if [[ $EUID -eq 0 && $# -eq 0 ]]; then
+	berth_log "fuzzing (fuzz/run.sh ${BERTH_FUZZ_SECONDS:-30})"
+	if ! bash fuzz/run.sh "${BERTH_FUZZ_SECONDS:-30}"; then
+		if [[ "${CI:-}" == true ]]; then
+			berth_log "error: fuzz/run.sh failed"
+			status=1
+		else
+			berth_log "warning: fuzz/run.sh failed (an error under CI=true)"
+		fi
+	fi
+fi
+
 berth_log "finished in $((SECONDS - start)) s, cargo test exit status $status"
 exit "$status"

@@ -18,6 +18,9 @@
 //! request handling in `handlers` (CRUD), `watch` and `proxy`; this file owns the listener.
 pub mod auth;
 pub mod discovery;
+/// Entry points of the cargo-fuzz targets (fuzz/); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod handlers;
 pub mod object;
 pub mod patch;
