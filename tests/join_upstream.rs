@@ -143,6 +143,27 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
 }
 
+/// A client certificate (PEM cert, key) for system:node:<NODE> in system:nodes, signed by the
+/// cluster CA, valid from 10 s ago for `validity`.
+fn short_lived_node_cert(cp: &UpstreamControlPlane, validity: Duration) -> (String, String) {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "system:nodes");
+    dn.push(DnType::CommonName, format!("system:node:{NODE}"));
+    p.distinguished_name = dn;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
+    p.not_before = now - Duration::from_secs(10);
+    p.not_after = now - Duration::from_secs(10) + validity;
+    let issuer = Issuer::from_ca_cert_pem(&cp.ca().cert_pem, KeyPair::from_pem(cp.ca().key_pem()).unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
 /// The bad inputs: each exits non-zero naming its cause, and writes no kubeconfig.
 fn bad_inputs(cp: &UpstreamControlPlane, node_ns: &Netns, c: &Containerd) {
     let cfg = JoinConfig::new(node_ns, c, "bad-node", "bad");
@@ -375,6 +396,29 @@ fn berth_joins_an_upstream_control_plane() {
     cp.kubectl().args(["delete", "pod", "survivor", "--wait=false"]).ok();
     wait_pod_gone(&cp, "survivor");
     wait_no_containers_for_pod(&c, "survivor", POD_TIMEOUT);
+
+    // --- client certificate rotation: a node certificate near its end is renewed through the CSR
+    // API with the current credentials (auto-approved as selfnodeclient), the kubeconfig is
+    // replaced and the agent carries on with the new certificate after the old one expired ------
+    let short_lived = Duration::from_secs(60);
+    let (cert, key) = short_lived_node_cert(&cp, short_lived);
+    let (_, old_expiry) = berth::agent::join::bootstrap::validity(&cert).unwrap();
+    berth::agent::join::write_node_kubeconfig(&node_kubeconfig, &cp.server(), &cp.ca().cert_pem, &cert, &key, NODE).unwrap();
+    j.restart_as_agent();
+    let rotated = common::wait_until("the client certificate to be rotated", Duration::from_secs(120), || {
+        if let Err(e) = j.alive() {
+            panic!("{e}");
+        }
+        let now = berth::agent::join::bootstrap::kubeconfig_client_cert(&node_kubeconfig).map_err(|e| e.to_string())?;
+        let (_, expiry) = berth::agent::join::bootstrap::validity(&now)?;
+        Ok::<_, String>((now != cert && expiry > old_expiry + Duration::from_secs(3600)).then_some(now))
+    });
+    assert!(rotated.contains("BEGIN CERTIFICATE"));
+    // Renewals after the old certificate expired prove the agent uses the new one.
+    let expired_at = jiff::Timestamp::try_from(old_expiry).unwrap().to_string();
+    wait_lease_renewed_after(&cp, &mut j, &expired_at);
+    wait_node_ready(&cp, &mut j, READY_TIMEOUT);
+    assert!(j.log_text().contains("client certificate rotated"));
 
     // --- no 403 for the agent; the calls it made ----------------------------------------------
     let log = j.log_text();

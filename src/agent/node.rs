@@ -701,7 +701,11 @@ pub async fn run_with(
         .as_ref()
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
-    let (cni_tx, cni_rx) = watch::channel(false);
+    // A restarted agent whose Node already has its pod CIDR puts the conflist in place before the
+    // first status post, so the node does not flap NotReady (kubelet's network readiness comes
+    // from the runtime, which still has the conflist).
+    let cni_ready = pod_cidr(&node).is_some_and(|cidr| write_conflist(&cfg, &cidr).is_ok());
+    let (cni_tx, cni_rx) = watch::channel(cni_ready);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(status_loop(
         client.clone(),
