@@ -164,6 +164,44 @@ fn short_lived_node_cert(cp: &UpstreamControlPlane, validity: Duration) -> (Stri
     (cert.pem(), key.serialize_pem())
 }
 
+/// `berth join --config` with a kubeadm JoinConfiguration using file discovery (a kubeconfig
+/// holding the cluster's server and CA) and a TLS bootstrap token: the node registers with the
+/// configured labels. The node is stopped and deleted again before the main test.
+fn join_with_config_file(cp: &UpstreamControlPlane, node_ns: &Netns, c: &Containerd) {
+    use base64::Engine;
+    let cfg = JoinConfig::new(node_ns, c, "file-node", "file");
+    let discovery = cfg.state_dir.parent().unwrap().join("discovery.conf");
+    let ca = base64::engine::general_purpose::STANDARD.encode(&cp.ca().cert_pem);
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "kubernetes", "cluster": {"server": cp.server(), "certificate-authority-data": ca}}],
+        "contexts": [], "users": [],
+    });
+    std::fs::write(&discovery, kubeconfig.to_string()).unwrap();
+    let config = cfg.state_dir.parent().unwrap().join("join.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\ndiscovery:\n  file:\n    kubeConfigPath: {}\n  tlsBootstrapToken: {}\nnodeRegistration:\n  name: file-node\n  kubeletExtraArgs:\n  - name: node-labels\n    value: via=config\n",
+            discovery.display(),
+            cp.token()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let mut j = BerthJoin::start(cfg.clone(), &["--config", &config_arg]);
+    j.wait_joined(JOIN_TIMEOUT);
+    let node = common::wait_until("node file-node registered", Duration::from_secs(60), || {
+        if let Err(e) = j.alive() {
+            panic!("{e}");
+        }
+        Ok::<_, String>(get_json(cp, &["get", "node", "file-node"]))
+    });
+    assert_eq!(node["metadata"]["labels"]["via"], "config", "nodeRegistration.kubeletExtraArgs node-labels");
+    j.stop();
+    cp.kubectl().args(["delete", "node", "file-node"]).ok();
+}
+
 /// The bad inputs: each exits non-zero naming its cause, and writes no kubeconfig.
 fn bad_inputs(cp: &UpstreamControlPlane, node_ns: &Netns, c: &Containerd) {
     let cfg = JoinConfig::new(node_ns, c, "bad-node", "bad");
@@ -205,6 +243,7 @@ fn berth_joins_an_upstream_control_plane() {
     let c = Containerd::start(&node_ns);
 
     bad_inputs(&cp, &node_ns, &c);
+    join_with_config_file(&cp, &node_ns, &c);
 
     // --- join -----------------------------------------------------------------------------
     // serverTLSBootstrap on, so the kubelet API's certificate comes from a kubelet-serving CSR
