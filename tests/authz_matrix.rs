@@ -369,6 +369,8 @@ fn authz_matrix_berth() {
         assert!(roles.lines().any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{r}")), "{r} missing:\n{roles}");
     }
 
+    let policy = b.kubectl().args(["get", "clusterroles,clusterrolebindings", "-o", "json"]).output_raw();
+    std::fs::write(std::env::temp_dir().join("berth-authz-berth-policy.json"), &policy.stdout).unwrap();
     setup(&|| b.kubectl(), &node, false);
     common::wait_until("pod team/ref Running", Duration::from_secs(120), || {
         let out = b.kubectl().args(["get", "pod", "ref", "-n", "team", "-o", "jsonpath={.status.phase}"]).output_raw();
@@ -460,6 +462,10 @@ fn authz_matrix_kube_apiserver() {
     let up = UpstreamControlPlane::start(&ns).unwrap_or_else(|e| panic!("upstream control plane: {e}"));
     let node = "matrix-node";
     let dir = common::temp_dir("authz-matrix-upstream");
+    // kube-apiserver's bootstrap policy, for comparing with ours (printed, not asserted: upstream
+    // carries rules for APIs berth does not serve).
+    let roles = up.kubectl().args(["get", "clusterroles,clusterrolebindings", "-o", "json"]).ok();
+    std::fs::write(std::env::temp_dir().join("berth-authz-upstream-policy.json"), roles).unwrap();
     let ids = identities(dir.path(), up.ca(), &up.server(), node, up.admin_kubeconfig());
     let kubectl_as = |who: &str| up.kubectl_with(&ids[who].kubeconfig);
     setup(&|| up.kubectl(), node, true);

@@ -48,7 +48,13 @@ pub fn cluster_role_specs() -> Vec<RoleSpec> {
             "system:discovery",
             vec![Rule::urls(&["get"], &["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"])],
         ),
-        role("system:monitoring", vec![Rule::urls(&["get"], &["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics", "/metrics/slis", "/readyz", "/readyz/*"])]),
+        role(
+            "system:monitoring",
+            vec![
+                Rule::urls(&["get"], &["/flagz", "/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics", "/metrics/slis", "/readyz", "/readyz/*", "/statusz"]),
+                r(&["get"], &[""], &["nodes/metrics"]),
+            ],
+        ),
         role(
             "system:basic-user",
             vec![
@@ -97,6 +103,8 @@ pub fn cluster_role_specs() -> Vec<RoleSpec> {
                 r(WRITE, &["policy"], &["poddisruptionbudgets"]),
                 r(WRITE, &["networking.k8s.io"], &["ingresses", "networkpolicies"]),
                 r(READ_WRITE, &["coordination.k8s.io"], &["leases"]),
+                r(WRITE, &["events.k8s.io"], &["events"]),
+                r(WRITE, &["resource.k8s.io"], &["resourceclaims", "resourceclaimtemplates"]),
             ],
             labels: &[(AGG_EDIT, "true")],
             aggregate_from: &[],
@@ -130,7 +138,8 @@ pub fn cluster_role_specs() -> Vec<RoleSpec> {
                 ),
                 r(READ, &["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"]),
                 r(READ, &["networking.k8s.io"], &["ingresses", "ingresses/status", "networkpolicies"]),
-                r(READ, &["coordination.k8s.io"], &["leases"]),
+                r(READ, &["events.k8s.io"], &["events"]),
+                r(READ, &["resource.k8s.io"], &["resourceclaims", "resourceclaims/status", "resourceclaimtemplates"]),
             ],
             labels: &[(AGG_VIEW, "true")],
             aggregate_from: &[],
@@ -144,6 +153,7 @@ pub fn cluster_role_specs() -> Vec<RoleSpec> {
                 r(READ, &[""], &["nodes"]),
                 events_rule(),
                 r(&["list", "watch"], &["discovery.k8s.io"], &["endpointslices"]),
+                r(&["list", "watch"], &["networking.k8s.io"], &["servicecidrs"]),
             ],
         ),
         role("system:auth-delegator", vec![
@@ -162,9 +172,8 @@ pub fn cluster_role_specs() -> Vec<RoleSpec> {
             vec![
                 events_rule(),
                 r(&["create"], &["coordination.k8s.io"], &["leases"]),
-                Rule::named(&["get", "update"], &["coordination.k8s.io"], &["leases"], &["kube-scheduler"]),
-                r(&["create"], &[""], &["endpoints"]),
-                Rule::named(&["get", "update"], &[""], &["endpoints"], &["kube-scheduler"]),
+                Rule::named(&["get", "list", "update", "watch"], &["coordination.k8s.io"], &["leases"], &["kube-scheduler"]),
+                r(READ_WRITE, &["coordination.k8s.io"], &["leasecandidates"]),
                 r(READ, &[""], &["nodes"]),
                 r(&["delete", "get", "list", "watch"], &[""], &["pods"]),
                 r(&["create"], &[""], &["bindings", "pods/binding"]),
@@ -180,6 +189,12 @@ pub fn cluster_role_specs() -> Vec<RoleSpec> {
                 r(READ, &[""], &["namespaces"]),
                 r(READ, &["storage.k8s.io"], &["csidrivers"]),
                 r(READ, &["storage.k8s.io"], &["csistoragecapacities"]),
+                r(&["update"], &[""], &["pods/finalizers"]),
+                r(READ, &["resource.k8s.io"], &["deviceclasses", "devicetaintrules", "resourceslices"]),
+                r(&["create", "delete", "get", "list", "patch", "update", "watch"], &["resource.k8s.io"], &["resourceclaims"]),
+                r(&["patch", "update"], &["resource.k8s.io"], &["resourceclaims/binding"]),
+                r(&["get", "list", "patch", "update", "watch"], &["resource.k8s.io"], &["resourceclaims/status"]),
+                r(READ, &["storage.k8s.io"], &["volumeattachments"]),
             ],
         ),
         role(
@@ -215,11 +230,12 @@ pub fn cluster_role_specs() -> Vec<RoleSpec> {
         role(
             "system:controller:node-controller",
             vec![
-                r(&["delete", "get", "list", "patch", "update"], &[""], &["nodes"]),
+                r(&["delete", "get", "list", "patch", "update", "watch"], &[""], &["nodes"]),
                 r(&["patch", "update"], &[""], &["nodes/status"]),
                 r(&["patch", "update"], &[""], &["pods/status"]),
-                r(&["delete", "list"], &[""], &["pods"]),
+                r(&["delete", "list", "watch"], &[""], &["pods"]),
                 r(&["get"], &[""], &["pods"]),
+                r(READ, &["coordination.k8s.io"], &["leases"]),
                 events_rule(),
             ],
         ),
@@ -228,7 +244,7 @@ pub fn cluster_role_specs() -> Vec<RoleSpec> {
             vec![
                 r(&["delete", "get", "list", "watch"], &[""], &["namespaces"]),
                 r(&["update"], &[""], &["namespaces/finalize", "namespaces/status"]),
-                r(&["delete", "deletecollection", "get", "list"], &["*"], &["*"]),
+                r(&["delete", "deletecollection", "get", "list", "watch"], &["*"], &["*"]),
             ],
         ),
         role("kubeadm:get-nodes", vec![r(&["get"], &[""], &["nodes"])]),
@@ -260,6 +276,7 @@ pub fn cluster_role_binding_specs() -> Vec<(&'static str, &'static str, Vec<Subj
         ("kubeadm:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", vec![group("system:bootstrappers:kubeadm:default-node-token")]),
         ("kubeadm:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", vec![group("system:nodes")]),
         ("kubeadm:get-nodes", "kubeadm:get-nodes", vec![group("system:bootstrappers:kubeadm:default-node-token")]),
+        ("kubeadm:apiserver-kubelet-client", "system:kubelet-api-admin", vec![user("kube-apiserver-kubelet-client")]),
     ]
 }
 

@@ -53,6 +53,11 @@ pub fn node_rules() -> Vec<Rule> {
         Rule::res(&["get", "list", "watch"], &["storage.k8s.io"], &["csidrivers"]),
         Rule::res(&["create", "delete", "get", "patch", "update"], &["storage.k8s.io"], &["csinodes"]),
         Rule::res(&["get", "list", "watch"], &["node.k8s.io"], &["runtimeclasses"]),
+        Rule::res(&["get"], &[""], &["serviceaccounts"]),
+        Rule::res(&["get", "list", "watch"], &["certificates.k8s.io"], &["clustertrustbundles"]),
+        Rule::res(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["podcertificaterequests"]),
+        Rule::res(&["get"], &["resource.k8s.io"], &["resourceclaims"]),
+        Rule::res(&["deletecollection"], &["resource.k8s.io"], &["resourceslices"]),
     ]
 }
 
