@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use http::{Request, Response};
@@ -74,9 +75,15 @@ where
                 }
             };
             let handler = connection(tls.get_ref().1.peer_certificates());
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+                async move {
+                    // hyper's buffer limit lets a head overshoot by one read; the real limit.
+                    if head_size(&req) > MAX_HEAD_BYTES {
+                        return Ok(head_too_large());
+                    }
+                    Ok::<_, std::convert::Infallible>(handler(req).await)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -101,6 +108,30 @@ where
     let _ = tokio::time::timeout(SERVER_GRACE, async { while conns.join_next().await.is_some() {} }).await;
 }
 
+/// Bytes of a request's head as sent (request line and headers, approximately).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri().to_string().len();
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .fold(uri + 16, usize::saturating_add)
+}
+
+/// 431 with a Status body, closing the connection.
+fn head_too_large() -> Response<Body> {
+    let body = status_body(431).expect("431 has a body");
+    Response::builder()
+        .status(431)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONNECTION, "close")
+        .body(
+            http_body_util::Full::new(bytes::Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("static response parts are valid")
+}
+
 /// The Status body for one of hyper's automatic error answers.
 fn status_body(code: u16) -> Option<String> {
     let (reason, message) = match code {
@@ -121,7 +152,8 @@ fn status_body(code: u16) -> Option<String> {
 }
 
 /// If `buf` is exactly one of hyper's automatic error responses (status 400/414/431, only
-/// `content-length: 0` and `date` headers), the same response with a Status body.
+/// `connection: close`, `content-length: 0` and `date` headers), the same response with a
+/// Status body.
 fn rewrite_auto_error(buf: &[u8]) -> Option<Vec<u8>> {
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     if head_end != buf.len() {
@@ -137,6 +169,7 @@ fn rewrite_auto_error(buf: &[u8]) -> Option<Vec<u8>> {
         let (k, v) = l.split_once(':')?;
         match k.trim().to_ascii_lowercase().as_str() {
             "content-length" if v.trim() == "0" => {}
+            "connection" if v.trim().eq_ignore_ascii_case("close") => {}
             "date" => date = Some(v.trim().to_string()),
             _ => return None,
         }
@@ -153,29 +186,72 @@ fn rewrite_auto_error(buf: &[u8]) -> Option<Vec<u8>> {
     Some(out.into_bytes())
 }
 
+/// How long a connection answered with an automatic error is read (and discarded) before it is
+/// closed, so the client's unsent rest does not turn the close into a reset that loses the
+/// answer (Go's server does the same, `closeWriteAndWait`).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 /// IO wrapper that gives hyper's automatic error answers (malformed head, head too large, URI
 /// too long) a Status body like every other error of the API.
-struct StatusOnErrors<T> {
-    inner: T,
+struct StatusOnErrors<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    /// Always Some until dropped.
+    inner: Option<T>,
     /// Bytes of a rewritten response still to be written.
     pending: Vec<u8>,
     sent: usize,
+    /// An automatic error answer was sent: linger on close.
+    answered_error: bool,
 }
 
-impl<T> StatusOnErrors<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> StatusOnErrors<T> {
     fn new(inner: T) -> Self {
         StatusOnErrors {
-            inner,
+            inner: Some(inner),
             pending: Vec::new(),
             sent: 0,
+            answered_error: false,
         }
+    }
+    fn io(&mut self) -> Pin<&mut T> {
+        Pin::new(self.inner.as_mut().expect("inner taken only on drop"))
     }
 }
 
-impl<T: AsyncWrite + Unpin> StatusOnErrors<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for StatusOnErrors<T> {
+    fn drop(&mut self) {
+        if !self.answered_error {
+            return;
+        }
+        let (Some(mut io), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        rt.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = io.flush().await;
+            let _ = tokio::time::timeout(LINGER, async {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut total = 0usize;
+                while let Ok(n) = io.read(&mut buf).await {
+                    total += n;
+                    if n == 0 || total > LINGER_MAX_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+            let _ = io.shutdown().await;
+        });
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> StatusOnErrors<T> {
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.pending.len() {
-            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+            let (sent, pending) = (self.sent, std::mem::take(&mut self.pending));
+            let r = self.io().poll_write(cx, &pending[sent..]);
+            self.pending = pending;
+            let n = std::task::ready!(r)?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -187,33 +263,38 @@ impl<T: AsyncWrite + Unpin> StatusOnErrors<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for StatusOnErrors<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for StatusOnErrors<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        self.io().poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for StatusOnErrors<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for StatusOnErrors<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         std::task::ready!(self.drain(cx))?;
         if buf.len() < 512 && buf.starts_with(b"HTTP/1.1 4") {
             if let Some(replacement) = rewrite_auto_error(buf) {
                 self.pending = replacement;
                 self.sent = 0;
+                self.answered_error = true;
                 // Accepted: the replacement is written by this and later polls.
                 let _ = self.drain(cx)?;
                 return Poll::Ready(Ok(buf.len()));
             }
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.io().poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.drain(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.io().poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.drain(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.answered_error {
+            // The close happens on drop, after lingering.
+            return self.io().poll_flush(cx);
+        }
+        self.io().poll_shutdown(cx)
     }
 }
 
@@ -257,5 +338,44 @@ mod tests {
         assert!(got.ends_with("\"code\":414}") || got.contains("\"code\":414"), "{got}");
         let body = got.split_once("\r\n\r\n").unwrap().1;
         assert!(got.contains(&format!("content-length: {}", body.len())));
+    }
+}
+
+#[cfg(test)]
+mod hyper_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// hyper's own answers to a URI over 65,534 bytes and a head over the buffer limit carry
+    /// a Status body through the wrapper.
+    #[tokio::test]
+    async fn hyper_auto_errors_through_the_wrapper() {
+        for (req, code) in [
+            (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)), 414u16),
+            (format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "h".repeat(MAX_HEAD_BYTES + 10)), 431),
+        ] {
+            let (server, mut client) = tokio::io::duplex(1 << 16);
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            });
+            let conn = tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .serve_connection(TokioIo::new(StatusOnErrors::new(server)), svc)
+                    .await;
+            });
+            let writer = tokio::spawn(async move {
+                let _ = client.write_all(req.as_bytes()).await;
+                let mut out = Vec::new();
+                let _ = client.read_to_end(&mut out).await;
+                out
+            });
+            let out = String::from_utf8_lossy(&writer.await.unwrap()).into_owned();
+            let _ = conn.await;
+            assert!(out.starts_with(&format!("HTTP/1.1 {code} ")), "{out}");
+            assert!(out.contains(&format!("\"code\":{code}")), "{out}");
+        }
     }
 }

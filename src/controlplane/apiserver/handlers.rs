@@ -1077,18 +1077,25 @@ async fn delete_one(
             let cur = cur.ok_or_else(|| ApiError::not_found(def, &name_s))?;
             let decision = object::delete_decision(def, cur, &opts, jiff::Timestamp::now())?;
             if opts.dry_run {
-                return Ok::<_, ApiError>(Action::Nothing(decision == DeleteDecision::Remove));
+                // kube answers a dry run with the object as the deletion would leave it.
+                return Ok::<_, ApiError>(match decision {
+                    DeleteDecision::Update(o) => Action::Nothing((false, Some(o))),
+                    d => Action::Nothing((d == DeleteDecision::Remove, None)),
+                });
             }
             Ok(match decision {
-                DeleteDecision::Remove => Action::Delete(true),
-                DeleteDecision::Update(o) => Action::Put(o, false),
-                DeleteDecision::Unchanged => Action::Nothing(false),
+                DeleteDecision::Remove => Action::Delete((true, None)),
+                DeleteDecision::Update(o) => Action::Put(o, (false, None)),
+                DeleteDecision::Unchanged => Action::Nothing((false, None)),
             })
         })
     })
     .await???;
-    let obj = out.object.expect("delete returns the object");
-    if out.value && !def.return_deleted_object {
+    let (removed, dry_obj) = out.value;
+    let obj = dry_obj
+        .or(out.object)
+        .expect("delete returns the object");
+    if removed && !def.return_deleted_object {
         return Ok(success_status(def, name, object::uid_of(&obj)));
     }
     Ok(obj)
