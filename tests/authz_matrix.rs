@@ -337,6 +337,72 @@ fn compare(ours: &BTreeMap<usize, String>, theirs: &BTreeMap<usize, String>, cas
     out
 }
 
+/// ClusterRole name -> atomic rules (group, resource, verb, name / "URL", path, verb, ""), and
+/// ClusterRoleBinding name -> (role, sorted subjects), from `kubectl get
+/// clusterroles,clusterrolebindings -o json`.
+type Atoms = std::collections::BTreeSet<(String, String, String, String)>;
+fn policy_atoms(json: &str) -> (BTreeMap<String, Atoms>, BTreeMap<String, String>) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let (mut roles, mut bindings) = (BTreeMap::new(), BTreeMap::new());
+    let strs = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|s| s.as_str()).map(str::to_string).collect()
+    };
+    for it in v["items"].as_array().into_iter().flatten() {
+        let name = it["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if it["kind"] == "ClusterRole" {
+            let mut atoms = Atoms::new();
+            for r in it["rules"].as_array().into_iter().flatten() {
+                let mut names = strs(&r["resourceNames"]);
+                if names.is_empty() {
+                    names.push(String::new());
+                }
+                for verb in strs(&r["verbs"]) {
+                    for g in strs(&r["apiGroups"]) {
+                        for res in strs(&r["resources"]) {
+                            for n in &names {
+                                atoms.insert((g.clone(), res.clone(), verb.clone(), n.clone()));
+                            }
+                        }
+                    }
+                    for u in strs(&r["nonResourceURLs"]) {
+                        atoms.insert(("URL".into(), u, verb.clone(), String::new()));
+                    }
+                }
+            }
+            roles.insert(name, atoms);
+        } else {
+            let mut subjects: Vec<String> = it["subjects"].as_array().into_iter().flatten().map(|s| format!("{}/{}/{}", s["kind"], s["namespace"], s["name"])).collect();
+            subjects.sort();
+            bindings.insert(name, format!("{} {subjects:?}", it["roleRef"]["name"]));
+        }
+    }
+    (roles, bindings)
+}
+
+/// Differences between berth's and kube-apiserver's default policy, for the objects both have.
+fn policy_differences(berth: &str, upstream: &str) -> Vec<String> {
+    let (br, bb) = policy_atoms(berth);
+    let (ur, ub) = policy_atoms(upstream);
+    let mut out = Vec::new();
+    for (name, atoms) in &br {
+        if let Some(theirs) = ur.get(name) {
+            let missing: Vec<_> = theirs.difference(atoms).collect();
+            let extra: Vec<_> = atoms.difference(theirs).collect();
+            if !missing.is_empty() || !extra.is_empty() {
+                out.push(format!("ClusterRole {name}: missing {missing:?}, extra {extra:?}"));
+            }
+        }
+    }
+    for (name, b) in &bb {
+        if let Some(u) = ub.get(name) {
+            if u != b {
+                out.push(format!("ClusterRoleBinding {name}: berth {b}, kube-apiserver {u}"));
+            }
+        }
+    }
+    out
+}
+
 /// The matrix's denial texts of berth, kept for the comparison with kube-apiserver.
 fn report_path() -> PathBuf {
     std::env::temp_dir().join("berth-authz-matrix-berth.json")
@@ -462,10 +528,9 @@ fn authz_matrix_kube_apiserver() {
     let up = UpstreamControlPlane::start(&ns).unwrap_or_else(|e| panic!("upstream control plane: {e}"));
     let node = "matrix-node";
     let dir = common::temp_dir("authz-matrix-upstream");
-    // kube-apiserver's bootstrap policy, for comparing with ours (printed, not asserted: upstream
-    // carries rules for APIs berth does not serve).
+    // kube-apiserver's bootstrap policy, compared with berth's below (roles and bindings both have).
     let roles = up.kubectl().args(["get", "clusterroles,clusterrolebindings", "-o", "json"]).ok();
-    std::fs::write(std::env::temp_dir().join("berth-authz-upstream-policy.json"), roles).unwrap();
+    std::fs::write(std::env::temp_dir().join("berth-authz-upstream-policy.json"), &roles).unwrap();
     let ids = identities(dir.path(), up.ca(), &up.server(), node, up.admin_kubeconfig());
     let kubectl_as = |who: &str| up.kubectl_with(&ids[who].kubeconfig);
     setup(&|| up.kubectl(), node, true);
@@ -486,6 +551,13 @@ fn authz_matrix_kube_apiserver() {
             eprintln!("{d}");
         }
         failures.extend(diff.into_iter().map(|d| format!("error text differs from berth's: {d}")));
+    }
+    // The default policy: every ClusterRole and binding both create carries the same rules and
+    // subjects.
+    if let Ok(ours) = std::fs::read_to_string(std::env::temp_dir().join("berth-authz-berth-policy.json")) {
+        let diff = policy_differences(&ours, &roles);
+        eprintln!("default policy: {} differences", diff.len());
+        failures.extend(diff);
     }
     if failures.is_empty() {
         return;
