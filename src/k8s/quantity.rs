@@ -64,7 +64,11 @@ fn parse_scaled(s: &str, scale: i32) -> Result<i128, QuantityError> {
     let mut value = mantissa
         .checked_mul(1i128.checked_shl(exp2).ok_or_else(err)?)
         .ok_or_else(err)?;
-    let e = exp10 - frac_len + scale;
+    // Checked: the exponent comes from user input ("1e2147483647").
+    let e = exp10
+        .checked_sub(frac_len)
+        .and_then(|e| e.checked_add(scale))
+        .ok_or_else(err)?;
     if e >= 0 {
         let p = 10i128
             .checked_pow(u32::try_from(e).map_err(|_| err())?)
@@ -73,7 +77,7 @@ fn parse_scaled(s: &str, scale: i32) -> Result<i128, QuantityError> {
         Ok(if neg { -value } else { value })
     } else {
         let p = 10i128
-            .checked_pow(u32::try_from(-e).map_err(|_| err())?)
+            .checked_pow(e.unsigned_abs())
             .unwrap_or(i128::MAX);
         let q = value / p;
         let r = value % p;
@@ -113,6 +117,16 @@ mod tests {
         assert_eq!(parse_value("1000"), Ok(1000));
         assert_eq!(parse_value("100m"), Ok(1), "rounded up");
         assert_eq!(parse_value("12E"), Ok(12_000_000_000_000_000_000));
+    }
+
+    #[test]
+    fn hostile_exponents_do_not_panic() {
+        for s in ["1e2147483647", "1.5e2147483647", "1e-2147483648", "0.001e-2147483648", "9e99999999999", "1e-99", "99999999999999999999999999999999999999999Ei"] {
+            let _ = parse_milli(s);
+            let _ = parse_value(s);
+        }
+        assert!(parse_milli("1e2147483647").is_err());
+        assert_eq!(parse_milli("1e-2147483648"), Ok(1), "tiny positive values round up");
     }
 
     #[test]
