@@ -1391,6 +1391,34 @@ mod tests {
     }
 
     #[test]
+    fn inflight_caps_and_long_running_requests() {
+        let caps = Inflight::new(2, 1);
+        let a = caps.admit(&Method::GET).unwrap();
+        let _b = caps.admit(&Method::GET).unwrap();
+        assert!(caps.admit(&Method::GET).is_none(), "third read past a cap of 2");
+        let w = caps.admit(&Method::POST).unwrap();
+        assert!(caps.admit(&Method::DELETE).is_none(), "second write past a cap of 1");
+        drop(a);
+        drop(w);
+        assert!(caps.admit(&Method::GET).is_some() && caps.admit(&Method::PATCH).is_some());
+        let r = too_many_requests();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
+        let e = ApiError::new(429, "TooManyRequests", "Too many requests, please try again later.");
+        assert_eq!(e.to_status()["reason"], "TooManyRequests");
+        let pods = route("/api/v1/namespaces/default/pods");
+        assert!(is_long_running(&pods, Some("watch=true")));
+        assert!(!is_long_running(&pods, None));
+        assert!(is_long_running(&route("/api/v1/namespaces/default/pods/p/exec"), None));
+        assert!(is_long_running(&route("/api/v1/namespaces/default/pods/p/log"), Some("follow=true")));
+        assert!(!is_long_running(&route("/api/v1/namespaces/default/pods/p"), Some("watch=true")));
+        assert_eq!(parse_int64("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(parse_int64("abc").unwrap_err(), r#"strconv.ParseInt: parsing "abc": invalid syntax"#);
+        assert!(parse_int64("99999999999999999999").unwrap_err().ends_with("value out of range"));
+        assert_eq!(body_too_large().message, "Request entity too large: limit is 3145728");
+    }
+
+    #[test]
     fn query_and_decoding() {
         let q = Query::parse(Some("command=ls&command=-l&watch=1&dryRun=All"));
         assert_eq!(q.all("command").collect::<Vec<_>>(), vec!["ls", "-l"]);
