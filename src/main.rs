@@ -237,6 +237,13 @@ async fn join(args: JoinArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             "--node-ip".to_owned(), node_ip.to_string(),
             "--state-dir".to_owned(), agent_state.display().to_string(),
             "--containerd-socket".to_owned(), node.containerd_socket.display().to_string(),
+            "--cni-conf-dir".to_owned(), node.cni_conf_dir.display().to_string(),
+            "--cni-bin-dir".to_owned(), node.cni_bin_dir.display().to_string(),
+            "--cni-data-dir".to_owned(), node.cni_data_dir.display().to_string(),
+            "--pod-log-dir".to_owned(), node.pod_log_dir.display().to_string(),
+            "--kubelet-port".to_owned(), node.kubelet_port.to_string(),
+            "--bridge".to_owned(), node.bridge.clone(),
+            "--mtu".to_owned(), node.mtu.to_string(),
             "--cluster-domain".to_owned(), joined.kubelet.cluster_domain.clone(),
             "--rotate-certificates".to_owned(),
         ];
@@ -248,7 +255,7 @@ async fn join(args: JoinArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             let labels: Vec<String> = plan.node_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             agent_args.extend(["--register-node-labels".to_owned(), labels.join(",")]);
         }
-        join::enable_systemd_unit(std::path::Path::new(join::SYSTEMD_ENV_FILE), &agent_args)?;
+        join::enable_systemd_unit(std::path::Path::new(join::SYSTEMD_ENV_FILE), &joined.kubeconfig, &agent_args)?;
         println!("Enabled and started {} (settings in {}).", join::SYSTEMD_UNIT, join::SYSTEMD_ENV_FILE);
         return Ok(());
     }

@@ -176,24 +176,26 @@ pub async fn join(plan: &JoinPlan, node_name: &str, node_ips: &[IpAddr], state_d
     Ok(Joined { server: info.server, kubeconfig, kubelet, serving_cert_signed })
 }
 
-/// The `berth agent` flags that run this node under systemd, for the unit's settings file.
-pub fn systemd_env_file(agent_args: &[String]) -> String {
+/// The unit's settings file: the node kubeconfig (overriding the unit's default KUBECONFIG) and
+/// the `berth agent` flags that run this node.
+pub fn systemd_env_file(kubeconfig: &Path, agent_args: &[String]) -> String {
     let quoted: Vec<String> = agent_args
         .iter()
         .map(|a| if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@".contains(c)) { a.clone() } else { format!("'{}'", a.replace('\'', "")) })
         .collect();
     format!(
-        "# Written by `berth join`; read by {SYSTEMD_UNIT}. `berth reset` removes it.\nBERTH_AGENT_ARGS=\"{}\"\n",
+        "# Written by `berth join`; read by {SYSTEMD_UNIT}. `berth reset` removes it.\nKUBECONFIG={}\nBERTH_AGENT_ARGS=\"{}\"\n",
+        kubeconfig.display(),
         quoted.join(" ")
     )
 }
 
 /// Write the settings file and enable + start the unit (`berth join` on a systemd host).
-pub fn enable_systemd_unit(env_file: &Path, agent_args: &[String]) -> anyhow::Result<()> {
+pub fn enable_systemd_unit(env_file: &Path, kubeconfig: &Path, agent_args: &[String]) -> anyhow::Result<()> {
     if let Some(dir) = env_file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::fsutil::write_atomic(env_file, systemd_env_file(agent_args).as_bytes(), 0o644)
+    crate::fsutil::write_atomic(env_file, systemd_env_file(kubeconfig, agent_args).as_bytes(), 0o644)
         .with_context(|| format!("writing {}", env_file.display()))?;
     let out = std::process::Command::new("systemctl").args(["enable", "--now", SYSTEMD_UNIT]).output().context("running systemctl")?;
     if !out.status.success() {
@@ -248,8 +250,9 @@ mod tests {
 
     #[test]
     fn env_file_quotes_what_needs_it() {
-        let t = systemd_env_file(&["--node-name".into(), "n1".into(), "--node-labels".into(), "a=b c".into()]);
+        let t = systemd_env_file(Path::new("/s/kubeconfigs/node.conf"), &["--node-name".into(), "n1".into(), "--node-labels".into(), "a=b c".into()]);
         assert!(t.contains("BERTH_AGENT_ARGS=\"--node-name n1 --node-labels 'a=b c'\""), "{t}");
+        assert!(t.contains("\nKUBECONFIG=/s/kubeconfigs/node.conf\n"), "{t}");
     }
 
     #[test]
