@@ -9,10 +9,11 @@
 # merge_patch, strategic_merge_patch (PATCH bodies applied to stored objects), selectors (list/watch
 # URLs, label and field selectors), cni_config (the CNI plugin's stdin config).
 #
-# Builds every target once (`cargo +nightly fuzz build`, its own target dir fuzz/target, not the
+# Builds every target once (`cargo +nightly fuzz build`, its own target dir, as root
+# /var/cache/berth/fuzz-target so CI's fresh clone reuses it, else fuzz/target; never the
 # workspace's), then runs each one after the other (the machine may have only 2 cores) from the
 # committed seeds fuzz/corpus/<target>/ (read only) plus a working corpus
-# fuzz/target/corpus/<target>/ kept between runs. A crash, a hang (> FUZZ_TIMEOUT s per input,
+# <fuzz target dir>/corpus/<target>/ kept between runs. A crash, a hang (> FUZZ_TIMEOUT s per input,
 # default 10) or memory over 2 GiB stops with exit status 1 and prints the artifact to reproduce:
 #   cargo +nightly fuzz run --fuzz-dir fuzz <target> fuzz/artifacts/<target>/<file>
 #
@@ -43,7 +44,13 @@ max_len() {
 }
 
 berth_ensure_cargo_fuzz
-export CARGO_TARGET_DIR="$root/fuzz/target"
+# The build lives outside the clone (like upstream/build.sh's Go cache) so a fresh CI clone reuses it;
+# not root: inside the tree.
+if [[ $EUID -eq 0 ]]; then
+	export CARGO_TARGET_DIR="${BERTH_FUZZ_TARGET_DIR:-${BERTH_UPSTREAM_CACHE:-/var/cache/berth}/fuzz-target}"
+else
+	export CARGO_TARGET_DIR="${BERTH_FUZZ_TARGET_DIR:-$root/fuzz/target}"
+fi
 start=$SECONDS
 berth_log "building ${#targets[@]} fuzz targets (sanitizer $sanitizer) into $CARGO_TARGET_DIR"
 buildlog="$CARGO_TARGET_DIR/logs/build.log"
