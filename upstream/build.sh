@@ -7,7 +7,11 @@
 #   BERTH_UPSTREAM_CACHE=/dir ...     cache root (default /var/cache/berth)
 #   BERTH_GO_P=1 ...                  go build -p (default: Go's, i.e. the number of cores)
 #
-# Idempotent: every binary carries a stamp of go.mod, go.sum and the build flags; when all seven
+# Also the conformance suite (tests/conformance/): e2e.test (`go test -c k8s.io/kubernetes/test/e2e`,
+# the same tags and version stamp as upstream's hack/lib/golang.sh gives its test targets), ginkgo
+# (the version k8s.io/kubernetes's go.mod pins) and agnhost (static, like its image).
+#
+# Idempotent: every binary carries a stamp of go.mod, go.sum and the build flags; when all of them
 # exist with a matching stamp the script returns at once. Builds run under `nice -n 10` so other
 # builds on the machine (cargo) are not starved.
 set -euo pipefail
@@ -65,6 +69,9 @@ targets=(
     "kubectl k8s.io/kubernetes/cmd/kubectl"
     "kubelet k8s.io/kubernetes/cmd/kubelet"
     "kube-proxy k8s.io/kubernetes/cmd/kube-proxy"
+    "ginkgo github.com/onsi/ginkgo/v2/ginkgo"
+    "agnhost k8s.io/kubernetes/test/images/agnhost"
+    "e2e.test k8s.io/kubernetes/test/e2e"
 )
 
 up_to_date() { [[ -x "$bin_dir/$1" && "$(cat "$bin_dir/.$1.stamp" 2>/dev/null)" == "$stamp" ]]; }
@@ -117,9 +124,11 @@ for t in "${targets[@]}"; do
     if [[ "$name" == etcd ]]; then ldflags="$etcd_ldflags"; else ldflags="$kube_ldflags"; fi
     echo "upstream: building $name ($pkg) ..."
     start=$SECONDS
-    (cd "$here" && nice -n 10 go build "${p_flag[@]}" -trimpath -tags "$tags" \
+    # e2e.test is the test binary of package test/e2e (its e2e_test.go holds TestMain).
+    if [[ "$name" == *.test ]]; then go_cmd=(test -c); else go_cmd=(build); fi
+    (cd "$here" && nice -n 10 go "${go_cmd[@]}" "${p_flag[@]}" -trimpath -tags "$tags" \
         -ldflags "all=$ldflags -s -w" -o "$bin_dir/.$name.tmp" "$pkg") \
-        || die "go build of $name ($pkg) failed"
+        || die "go ${go_cmd[*]} of $name ($pkg) failed"
     mv -f "$bin_dir/.$name.tmp" "$bin_dir/$name"
     echo "$stamp" > "$bin_dir/.$name.stamp"
     secs=$((SECONDS - start))
