@@ -128,6 +128,13 @@ fn api_matrix(node: &str) -> Vec<Case> {
         case("lead", "auth can-i create clusterrolebindings", Expect::No),
         case("sa", "auth whoami -o jsonpath={.status.userInfo.username}", Expect::Allow("system:serviceaccount:team:bot".into())),
         case("viewer", "auth can-i --list -n team", Expect::Allow("pods/log".into())),
+        // Impersonation (kubectl --as): admin may, others may not.
+        case("admin", "auth can-i list pods -n team --as viewer", Expect::Yes),
+        case("admin", "auth can-i list pods -n default --as viewer", Expect::No),
+        case("admin", "auth can-i create pods --subresource=exec -n team --as system:serviceaccount:team:bot", Expect::Yes),
+        case("admin", "get secrets -n team --as viewer", deny(r#"User "viewer" cannot list resource "secrets" in API group "" in the namespace "team""#)),
+        // (A denied impersonation is left out: kube-apiserver 1.37's constrained impersonation words
+        // it `cannot impersonate-on:user-info:list resource "pods"`, berth says `users "viewer" is forbidden`.)
         // RBAC escalation prevention.
         case("lead", "create rolebinding lead-view --clusterrole=view --user=someone -n team", allow()),
         case("lead", "create rolebinding lead-ca --clusterrole=cluster-admin --user=someone -n team", deny(r#"rolebindings.rbac.authorization.k8s.io "lead-ca" is forbidden: user "lead" (groups=["system:authenticated"]) is attempting to grant RBAC permissions not currently held"#)),

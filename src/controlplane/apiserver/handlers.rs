@@ -467,8 +467,8 @@ async fn handle_authenticated(
     debug!(user = %user.name, %method, %path, query = req.uri().query().unwrap_or(""), "request");
     // Authorization (Node, RBAC; 403 like kube-apiserver), the review endpoints, and the user
     // for admission in the write handlers.
-    let req = match authz::gate(&state, &user, &r, req).await {
-        Ok(req) => req,
+    let (req, user) = match authz::gate(&state, &user, &r, req).await {
+        Ok(x) => x,
         Err(resp) => return resp,
     };
     let resp = match authz::REQUEST_USER.scope(user, dispatch(&state, r, req)).await {

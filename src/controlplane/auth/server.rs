@@ -185,15 +185,63 @@ fn admission_forbidden(group: &str, resource: &str, name: &str, why: &str) -> Ap
     e
 }
 
-/// The hook right after authentication: authorize the request (403 when denied), apply the
-/// NodeRestriction checks that need only the stored object, and answer the review endpoints.
-/// Ok(req): continue with the normal handlers.
+/// Impersonation (`Impersonate-User` / `Impersonate-Group` headers, kubectl `--as`/`--as-group`),
+/// like kube-apiserver's impersonation filter: `user` must be allowed to `impersonate` each
+/// users/groups/serviceaccounts value; the request then runs as the impersonated user (groups as
+/// given plus system:authenticated; a service account without groups gets its SA groups).
+async fn impersonate(state: &Arc<State>, user: &User, headers: &http::HeaderMap) -> Result<User, ApiError> {
+    let values = |h: &str| -> Vec<String> {
+        headers.get_all(h).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
+    };
+    let users = values("impersonate-user");
+    let groups = values("impersonate-group");
+    if users.is_empty() {
+        if groups.is_empty() {
+            return Ok(user.clone());
+        }
+        return Err(ApiError::internal("requested [Impersonate-Group] without impersonating a user"));
+    }
+    let name = users[0].clone();
+    let mut checks: Vec<Attributes> = Vec::new();
+    let sa = name.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':'));
+    checks.push(match sa {
+        Some((ns, n)) => Attributes::resource(user.clone(), "impersonate", "", "serviceaccounts", "", ns, n),
+        None => Attributes::resource(user.clone(), "impersonate", "", "users", "", "", &name),
+    });
+    for g in &groups {
+        checks.push(Attributes::resource(user.clone(), "impersonate", "", "groups", "", "", g));
+    }
+    for a in checks {
+        let (d, reason) = authorize(state, a.clone()).await?;
+        if d != Decision::Allow {
+            return Err(forbidden(&a, &reason));
+        }
+    }
+    let mut new_groups = groups;
+    if new_groups.is_empty() {
+        if let Some((ns, _)) = sa {
+            new_groups = vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")];
+        }
+    }
+    if name != "system:anonymous" && !new_groups.iter().any(|g| g == "system:authenticated") {
+        new_groups.push("system:authenticated".into());
+    }
+    Ok(User { name, groups: new_groups })
+}
+
+/// The hook right after authentication: impersonation, then authorize the request (403 when
+/// denied), apply the NodeRestriction checks that need only the stored object, and answer the
+/// review endpoints. Ok((req, effective user)): continue with the normal handlers.
 pub async fn gate(
     state: &Arc<State>,
     user: &User,
     route: &Route,
     req: Request<Incoming>,
-) -> Result<Request<Incoming>, Response<Body>> {
+) -> Result<(Request<Incoming>, User), Response<Body>> {
+    let user = &match impersonate(state, user, req.headers()).await {
+        Ok(u) => u,
+        Err(e) => return Err(error_response(&e)),
+    };
     let attrs = request::attributes(user.clone(), req.method().as_str(), req.uri().path(), req.uri().query());
     let (decision, reason) = match authorize(state, attrs.clone()).await {
         Ok(d) => d,
@@ -214,7 +262,7 @@ pub async fn gate(
             });
         }
     }
-    Ok(req)
+    Ok((req, user.clone()))
 }
 
 /// NodeRestriction for node users where the stored object decides: modifying another Node,
