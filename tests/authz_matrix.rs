@@ -410,17 +410,27 @@ fn policy_differences(berth: &str, upstream: &str) -> Vec<String> {
     out
 }
 
-/// The matrix's denial texts of berth, kept for the comparison with kube-apiserver.
-fn report_path() -> PathBuf {
-    std::env::temp_dir().join("berth-authz-matrix-berth.json")
+/// Berth's answers, compared with kube-apiserver's in the same test.
+struct BerthRun {
+    /// The matrix's denial texts by case index (node name replaced by `{N}`).
+    denials: BTreeMap<usize, String>,
+    /// `kubectl get clusterroles,clusterrolebindings -o json`.
+    policy: String,
 }
 
+/// The matrix against `berth up`, then the same API matrix against the real kube-apiserver
+/// (upstream/build.sh), which must give the same error texts and the same default policy.
 #[test]
-fn authz_matrix_berth() {
-    if !common::e2e_enabled("authz_matrix_berth") {
+fn authz_matrix() {
+    if !common::e2e_enabled("authz_matrix") {
         return;
     }
     let _serial = common::serial();
+    let ours = authz_matrix_berth();
+    authz_matrix_kube_apiserver(&ours);
+}
+
+fn authz_matrix_berth() -> BerthRun {
     let ns = Netns::new();
     let c = Containerd::start(&ns);
     let b = Berth::start(&ns, &c);
@@ -442,8 +452,7 @@ fn authz_matrix_berth() {
         assert!(roles.lines().any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{r}")), "{r} missing:\n{roles}");
     }
 
-    let policy = b.kubectl().args(["get", "clusterroles,clusterrolebindings", "-o", "json"]).output_raw();
-    std::fs::write(std::env::temp_dir().join("berth-authz-berth-policy.json"), &policy.stdout).unwrap();
+    let policy = b.kubectl().args(["get", "clusterroles,clusterrolebindings", "-o", "json"]).ok();
     setup(&|| b.kubectl(), &node, false);
     common::wait_until("pod team/ref Running", Duration::from_secs(120), || {
         let out = b.kubectl().args(["get", "pod", "ref", "-n", "team", "-o", "jsonpath={.status.phase}"]).output_raw();
@@ -458,7 +467,6 @@ fn authz_matrix_berth() {
     let cases = api_matrix(&node);
     let (mut failures, denials) = run_matrix(&cases, &kubectl_as);
     let generic: BTreeMap<usize, String> = denials.iter().map(|(i, s)| (*i, s.replace(&node, "{N}"))).collect();
-    std::fs::write(report_path(), serde_json::to_string_pretty(&generic).unwrap()).unwrap();
 
     // Exec through the API server (kubectl exec: GET the pod, then POST pods/exec).
     let exec = |who: &str| kubectl_as(who).args(["exec", "ref", "-n", "team", "--", "echo", "matrix"]).output_raw();
@@ -523,21 +531,16 @@ fn authz_matrix_berth() {
     assert!(cms.contains("configmap/after-matrix"), "{cms}");
     b.kubectl().args(["delete", "pod", "ref", "-n", "team", "--wait=false"]).ok();
     assert!(failures.is_empty(), "{} matrix failures:\n{}", failures.len(), failures.join("\n"));
+    BerthRun { denials: generic, policy }
 }
 
-#[test]
-fn authz_matrix_kube_apiserver() {
-    if !common::e2e_enabled("authz_matrix_kube_apiserver") {
-        return;
-    }
-    let _serial = common::serial();
+fn authz_matrix_kube_apiserver(ours: &BerthRun) {
     let ns = Netns::new();
     let up = UpstreamControlPlane::start(&ns).unwrap_or_else(|e| panic!("upstream control plane: {e}"));
     let node = "matrix-node";
     let dir = common::temp_dir("authz-matrix-upstream");
     // kube-apiserver's bootstrap policy, compared with berth's below (roles and bindings both have).
     let roles = up.kubectl().args(["get", "clusterroles,clusterrolebindings", "-o", "json"]).ok();
-    std::fs::write(std::env::temp_dir().join("berth-authz-upstream-policy.json"), &roles).unwrap();
     let ids = identities(dir.path(), up.ca(), &up.server(), node, up.admin_kubeconfig());
     let kubectl_as = |who: &str| up.kubectl_with(&ids[who].kubeconfig);
     setup(&|| up.kubectl(), node, true);
@@ -549,23 +552,17 @@ fn authz_matrix_kube_apiserver() {
         c
     }, &up.server(), &ids, node));
     let generic: BTreeMap<usize, String> = denials.iter().map(|(i, s)| (*i, s.replace(node, "{N}"))).collect();
-    // Compare with berth's run when it ran first in this test process' temp dir.
-    if let Ok(text) = std::fs::read_to_string(report_path()) {
-        let ours: BTreeMap<usize, String> = serde_json::from_str(&text).unwrap();
-        let diff = compare(&ours, &generic, &cases);
-        eprintln!("berth vs kube-apiserver: {} of {} cases differ in their error text", diff.len(), cases.len());
-        for d in &diff {
-            eprintln!("{d}");
-        }
-        failures.extend(diff.into_iter().map(|d| format!("error text differs from berth's: {d}")));
+    let diff = compare(&ours.denials, &generic, &cases);
+    eprintln!("berth vs kube-apiserver: {} of {} cases differ in their error text", diff.len(), cases.len());
+    for d in &diff {
+        eprintln!("{d}");
     }
+    failures.extend(diff.into_iter().map(|d| format!("error text differs from berth's: {d}")));
     // The default policy: every ClusterRole and binding both create carries the same rules and
     // subjects.
-    if let Ok(ours) = std::fs::read_to_string(std::env::temp_dir().join("berth-authz-berth-policy.json")) {
-        let diff = policy_differences(&ours, &roles);
-        eprintln!("default policy: {} differences", diff.len());
-        failures.extend(diff);
-    }
+    let diff = policy_differences(&ours.policy, &roles);
+    eprintln!("default policy: {} differences", diff.len());
+    failures.extend(diff);
     if failures.is_empty() {
         return;
     }
