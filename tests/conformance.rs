@@ -347,6 +347,7 @@ authentication:
   x509: {{clientCAFile: {ca}}}
 authorization: {{mode: Webhook}}
 cgroupDriver: cgroupfs
+failCgroupV1: false
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
 containerRuntimeEndpoint: unix://{sock}
