@@ -186,33 +186,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, JoinInputError> {
     Ok(Duration::from_secs_f64(total))
 }
 
-/// Label keys kubelet may set on its own Node (NodeRestriction / kubelet's
-/// `IsKubeletLabel`): anything outside the kubernetes.io and k8s.io namespaces, plus these.
-const KUBELET_LABELS: &[&str] = &[
-    "kubernetes.io/hostname",
-    "kubernetes.io/instance-type",
-    "kubernetes.io/os",
-    "kubernetes.io/arch",
-    "beta.kubernetes.io/instance-type",
-    "beta.kubernetes.io/os",
-    "beta.kubernetes.io/arch",
-    "failure-domain.beta.kubernetes.io/zone",
-    "failure-domain.beta.kubernetes.io/region",
-    "topology.kubernetes.io/zone",
-    "topology.kubernetes.io/region",
-    "node.kubernetes.io/instance-type",
-];
-const KUBELET_LABEL_NAMESPACES: &[&str] = &["kubelet.kubernetes.io", "node.kubernetes.io"];
-
-/// Whether kubelet may set label `key` on its Node (else NodeRestriction rejects it). Pure.
-pub fn is_kubelet_label(key: &str) -> bool {
-    let ns = key.split_once('/').map(|(p, _)| p).unwrap_or("");
-    let in_k8s = |n: &str| n == "kubernetes.io" || n.ends_with(".kubernetes.io") || n == "k8s.io" || n.ends_with(".k8s.io");
-    if !in_k8s(ns) {
-        return true;
-    }
-    KUBELET_LABELS.contains(&key) || KUBELET_LABEL_NAMESPACES.iter().any(|n| ns == *n || ns.ends_with(&format!(".{n}")))
-}
+pub use crate::k8s::labels::is_kubelet_label;
 
 /// A label key's syntax: optional DNS prefix + "/" + name of [A-Za-z0-9._-] (63 max, alnum ends).
 fn valid_label_name(name: &str) -> bool {

@@ -353,44 +353,7 @@ impl NodeGraph {
 // ---------------------------------------------------------------------------------------------
 // NodeRestriction admission.
 
-/// Label namespaces a node may set on itself (kubelet's own labels, `kubeletapis.IsKubeletLabel`).
-const KUBELET_LABELS: &[&str] = &[
-    "kubernetes.io/hostname",
-    "kubernetes.io/instance-type",
-    "kubernetes.io/os",
-    "kubernetes.io/arch",
-    "beta.kubernetes.io/instance-type",
-    "beta.kubernetes.io/os",
-    "beta.kubernetes.io/arch",
-    "failure-domain.beta.kubernetes.io/zone",
-    "failure-domain.beta.kubernetes.io/region",
-    "failure-domain.kubernetes.io/zone",
-    "failure-domain.kubernetes.io/region",
-    "topology.kubernetes.io/zone",
-    "topology.kubernetes.io/region",
-    "node.kubernetes.io/instance-type",
-    "node.kubernetes.io/windows-build",
-];
-const KUBELET_LABEL_NAMESPACES: &[&str] = &["kubelet.kubernetes.io", "node.kubernetes.io"];
-
-/// Whether a node may not set label `key` on its Node (`getForbiddenLabels`).
-pub fn forbidden_node_label(key: &str) -> bool {
-    let Some((ns, _)) = key.split_once('/') else {
-        return false;
-    };
-    if ns == "node-restriction.kubernetes.io" || ns.ends_with(".node-restriction.kubernetes.io") {
-        return true;
-    }
-    let kube_ns = ns == "kubernetes.io" || ns.ends_with(".kubernetes.io") || ns == "k8s.io" || ns.ends_with(".k8s.io");
-    if !kube_ns {
-        return false;
-    }
-    let kubelet = KUBELET_LABELS.contains(&key)
-        || KUBELET_LABEL_NAMESPACES
-            .iter()
-            .any(|k| ns == *k || ns.ends_with(&format!(".{k}")));
-    !kubelet
-}
+pub use crate::k8s::labels::forbidden_node_label;
 
 fn labels(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(|o| o.pointer("/metadata/labels"))
