@@ -52,6 +52,11 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION_KEY: &str = "revision";
 
+/// The last committed revision as persisted in the meta table (0 in a new store).
+fn stored_revision(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
+    Ok(meta.get(REVISION_KEY)?.map(|g| g.value()).unwrap_or(0))
+}
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -333,9 +338,7 @@ impl Store {
         let txn = db.begin_write()?;
         let revision = {
             let _ = txn.open_table(OBJECTS)?;
-            let meta = txn.open_table(META)?;
-            let r = meta.get(REVISION_KEY)?.map(|g| g.value()).unwrap_or(0);
-            r
+            stored_revision(&txn.open_table(META)?)?
         };
         txn.commit()?;
         let (notify, _) = notify::channel(revision);
@@ -357,11 +360,7 @@ impl Store {
     /// is free within `timeout` (no write is wedged).
     pub fn probe(&self, timeout: Duration) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
-        let rev = txn
-            .open_table(META)?
-            .get(REVISION_KEY)?
-            .map(|g| g.value())
-            .unwrap_or(0);
+        let rev = stored_revision(&txn.open_table(META)?)?;
         let _ = txn.open_table(OBJECTS)?;
         drop(txn);
         match self.writer.try_lock_for(timeout) {
@@ -405,11 +404,7 @@ impl Store {
         namespace: Option<&str>,
     ) -> Result<(Vec<Value>, u64), StoreError> {
         let txn = self.db.begin_read()?;
-        let rev = txn
-            .open_table(META)?
-            .get(REVISION_KEY)?
-            .map(|g| g.value())
-            .unwrap_or(0);
+        let rev = stored_revision(&txn.open_table(META)?)?;
         let t = txn.open_table(OBJECTS)?;
         let out = self.scan(&t, resource, namespace)?;
         Ok((out, rev))
