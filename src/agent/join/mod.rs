@@ -59,14 +59,11 @@ pub struct Joined {
 }
 
 /// Write the node kubeconfig (cluster from `server`/`ca_pem`, user system:node:<name>) atomically
-/// with mode 0600.
+/// with mode 0600, its directory 0700 (`pki::write_kubeconfig`).
 pub fn write_node_kubeconfig(path: &Path, server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str, node_name: &str) -> anyhow::Result<()> {
     let user = bootstrap::node_user(node_name);
-    let text = crate::pki::kubeconfig_json(server, ca_pem, cert_pem, key_pem, &user, &format!("{user}@kubernetes"));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    crate::fsutil::write_atomic(path, text.as_bytes(), 0o600).with_context(|| format!("writing {}", path.display()))
+    crate::pki::write_kubeconfig(path, server, ca_pem, cert_pem, key_pem, &user, &format!("{user}@kubernetes"))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Replace the client certificate and key of an existing node kubeconfig (rotation).
